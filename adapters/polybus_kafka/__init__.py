@@ -1,0 +1,1 @@
+"""polybus kafka adapter (in progress)."""

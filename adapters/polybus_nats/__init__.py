@@ -1,0 +1,1 @@
+"""polybus nats adapter (in progress)."""

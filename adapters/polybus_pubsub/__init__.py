@@ -1,0 +1,1 @@
+"""polybus pubsub adapter (in progress)."""

@@ -1,0 +1,1 @@
+"""polybus rabbitmq adapter (in progress)."""

@@ -1,0 +1,1 @@
+"""polybus sqs adapter (in progress)."""

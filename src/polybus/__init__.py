@@ -1,0 +1,56 @@
+"""polybus: one producer/consumer API over Kafka, RabbitMQ, SQS/SNS, Pub/Sub and NATS.
+
+::
+
+    import polybus
+
+    async with polybus.connect() as bus:           # POLYBUS_URL, a TOML file, or memory://
+        await bus.publish("orders", {"id": 7}, key="order-7")
+        async with bus.subscribe("orders", group="fulfilment") as sub:
+            async for msg in sub:
+                await msg.ack()
+"""
+
+from . import errors, headers
+from ._bus import Bus, connect
+from ._message import Envelope, Message, Outgoing
+from ._subscription import DeliveryMode, Subscription
+from ._worker import Handler, Middleware, Worker, chain
+from .capabilities import Capabilities, Ordering
+from .errors import (
+    BrokerUnavailable,
+    ConfigError,
+    MessageTooLarge,
+    PolybusError,
+    PublishError,
+    Reject,
+    SerializationError,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BrokerUnavailable",
+    "Bus",
+    "Capabilities",
+    "ConfigError",
+    "DeliveryMode",
+    "Envelope",
+    "Handler",
+    "Message",
+    "MessageTooLarge",
+    "Middleware",
+    "Ordering",
+    "Outgoing",
+    "PolybusError",
+    "PublishError",
+    "Reject",
+    "SerializationError",
+    "Subscription",
+    "Worker",
+    "__version__",
+    "chain",
+    "connect",
+    "errors",
+    "headers",
+]

@@ -1,0 +1,163 @@
+"""The message model: what producers hand in and what consumers get out."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
+
+from . import _codec
+from .errors import SettlementError
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable
+
+T = TypeVar("T")
+
+Settlement = Literal["ack", "nack", "dead_letter"]
+
+
+def new_id() -> str:
+    """A fresh message id: 32 hex digits, random (UUID4)."""
+    return uuid.uuid4().hex
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(slots=True)
+class Outgoing:
+    """One message to publish with :meth:`polybus.Bus.publish_many`.
+
+    ``body`` is bytes, str, a pydantic model or any JSON-serialisable value.
+    """
+
+    body: object
+    key: str | None = None
+    headers: Mapping[str, str] | None = None
+    id: str | None = None
+    content_type: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """An encoded message as adapters publish it: every field final, body bytes."""
+
+    id: str
+    body: bytes
+    key: str | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    content_type: str | None = None
+    published_at: datetime = field(default_factory=now)
+
+    @property
+    def dedup_id(self) -> str:
+        """The id adapters hand to broker deduplication: ``id``, plus the replay count
+        for a replayed dead letter (so the broker does not drop the replay)."""
+        replay = self.headers.get("polybus-replay")
+        return f"{self.id}.r{replay}" if replay else self.id
+
+    @property
+    def size(self) -> int:
+        """Encoded size used against ``Capabilities.max_message_size``."""
+        extra = sum(len(k) + len(v) for k, v in self.headers.items())
+        return len(self.body) + extra + len(self.key or "") + len(self.id)
+
+
+class _Settler(Protocol):
+    def _settle_ack(self, msg: Message) -> Awaitable[None]: ...
+    def _settle_nack(self, msg: Message, delay: float | None) -> Awaitable[None]: ...
+    def _settle_dead_letter(
+        self,
+        msg: Message,
+        reason: str,
+        error: BaseException | None,
+        metadata: Mapping[str, str] | None,
+    ) -> Awaitable[None]: ...
+
+
+@dataclass(slots=True, eq=False)
+class Message:
+    """A delivered message. Settle it exactly once: ``ack``, ``nack`` or ``dead_letter``.
+
+    ``delivery_attempt`` is 1 on the first delivery and grows by one with every
+    redelivery, on every backend. ``raw`` is the native client's object, an escape
+    hatch whose shape is backend-specific. ``receipt`` belongs to the adapter.
+    """
+
+    id: str
+    topic: str
+    body: bytes
+    group: str | None = None
+    key: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    content_type: str | None = None
+    published_at: datetime | None = None
+    delivery_attempt: int = 1
+    raw: Any = None
+    receipt: Any = field(default=None, repr=False)
+    settlement: Settlement | None = field(default=None, repr=False)
+    _settler: _Settler | None = field(default=None, repr=False)
+
+    def json(self) -> Any:
+        """The body parsed as JSON (:class:`~polybus.errors.SerializationError` if not)."""
+        return _codec.decode_json(self.body)
+
+    def text(self) -> str:
+        """The body as UTF-8 text."""
+        try:
+            return self.body.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            from .errors import SerializationError
+
+            raise SerializationError(f"body is not UTF-8 text: {exc}") from exc
+
+    def decode(self, model: type[T]) -> T:
+        """The body validated into ``model`` (a pydantic model or a plain class)."""
+        return _codec.decode_model(self.body, model)
+
+    @property
+    def settled(self) -> bool:
+        return self.settlement is not None
+
+    async def ack(self) -> None:
+        """Confirm processing; the message will not be delivered to this group again."""
+        await self._owner("ack")._settle_ack(self)
+
+    async def nack(self, delay: float | None = None) -> None:
+        """Give the message back for redelivery, after ``delay`` seconds if given.
+
+        Redelivery comes with ``delivery_attempt`` one higher. Per-key order holds:
+        a later message with the same key is not delivered before this one.
+        """
+        if delay is not None and delay < 0:
+            raise ValueError(f"delay must be >= 0, got {delay}")
+        await self._owner("nack")._settle_nack(self, delay)
+
+    async def dead_letter(
+        self,
+        reason: str,
+        *,
+        error: BaseException | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> None:
+        """Move the message to its group's dead-letter destination, then settle it.
+
+        The copy keeps id, key, headers and body byte-exact and adds the reason, the
+        error (type, message, bounded traceback), the original topic and group and the
+        attempts. If the dead-letter publish fails, the message is nacked, never acked,
+        and the publish error is raised.
+        """
+        await self._owner("dead_letter")._settle_dead_letter(self, reason, error, metadata)
+
+    def _owner(self, verb: str) -> _Settler:
+        if self._settler is None:
+            raise SettlementError(f"cannot {verb} message {self.id}: it was not delivered")
+        if self.settlement is not None:
+            raise SettlementError(
+                f"cannot {verb} message {self.id}: already settled ({self.settlement})"
+            )
+        return self._settler

@@ -1,0 +1,206 @@
+"""Subscription: one consumer of one group, with backpressure and settlement."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Literal
+
+from ._deadletter import DLQ_GROUP, dead_letter_envelope
+from ._message import Message
+from .errors import ConfigError, SettlementError
+from .spi import Consumer, GroupSettings
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+    from ._bus import Bus
+
+log = logging.getLogger("polybus.subscription")
+
+DeliveryMode = Literal["at_most_once", "at_least_once", "effectively_once"]
+DELIVERY_MODES: tuple[DeliveryMode, ...] = ("at_most_once", "at_least_once", "effectively_once")
+
+
+class Subscription:
+    """An async context manager and async iterator of :class:`~polybus.Message`.
+
+    Entering declares the topic and the group (and the group's dead-letter topic), so
+    every message published from then on reaches the group. At most ``max_in_flight``
+    messages are unsettled at once: iteration waits for a settlement before fetching
+    more. Leaving closes the consumer; every unsettled message goes back to the broker.
+
+    Delivery modes: ``at_least_once`` (the default; settle after processing),
+    ``at_most_once`` (acked before it is handed out), ``effectively_once`` (at least
+    once; a :class:`~polybus.Worker` requires idempotency middleware for it).
+    Not thread-safe: use it from the event loop that entered it.
+    """
+
+    def __init__(
+        self,
+        bus: Bus,
+        topic: str,
+        group: str,
+        *,
+        max_in_flight: int,
+        delivery: DeliveryMode,
+        max_deliveries: int | None,
+    ) -> None:
+        if not isinstance(group, str) or not group:
+            raise ConfigError("group", "must be a non-empty string")
+        if not isinstance(max_in_flight, int) or max_in_flight < 1:
+            raise ConfigError("max_in_flight", f"must be an integer >= 1, got {max_in_flight!r}")
+        if delivery not in DELIVERY_MODES:
+            raise ConfigError("delivery", f"{delivery!r} is not one of {list(DELIVERY_MODES)}")
+        if max_deliveries is not None and max_deliveries < 1:
+            raise ConfigError("max_deliveries", f"must be >= 1, got {max_deliveries!r}")
+        self.bus = bus
+        self.topic = topic
+        self.group = group
+        self.max_in_flight = max_in_flight
+        self.delivery: DeliveryMode = delivery
+        self.max_deliveries = max_deliveries
+        self._consumer: Consumer | None = None
+        self._buffer: deque[Message] = deque()
+        self._unsettled = 0
+        self._slot_freed = asyncio.Event()
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return (
+            f"<Subscription topic={self.topic!r} group={self.group!r} "
+            f"max_in_flight={self.max_in_flight} unsettled={self._unsettled}>"
+        )
+
+    @property
+    def unsettled(self) -> int:
+        """Messages fetched and not yet settled (handed out or buffered)."""
+        return self._unsettled
+
+    async def open(self) -> Subscription:
+        adapter = self.bus.adapter
+        await self.bus._declare(self.topic, self.group, GroupSettings(self.max_deliveries))
+        dlq = adapter.dead_letter_topic(self.topic, self.group)
+        await self.bus._declare(dlq, DLQ_GROUP, GroupSettings())
+        consumer = adapter.consumer(self.topic, self.group, max_in_flight=self.max_in_flight)
+        await consumer.open()
+        self._consumer = consumer
+        log.info("subscribed topic=%s group=%s", self.topic, self.group)
+        return self
+
+    async def close(self) -> None:
+        """Stop consuming; unsettled messages go back to the broker. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._buffer.clear()
+        self._slot_freed.set()
+        if self._consumer is not None:
+            await self._consumer.close()
+        log.info("unsubscribed topic=%s group=%s", self.topic, self.group)
+
+    async def __aenter__(self) -> Subscription:
+        return await self.open()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    def __aiter__(self) -> Subscription:
+        return self
+
+    async def __anext__(self) -> Message:
+        if self._closed:
+            raise StopAsyncIteration
+        return await self.get()
+
+    async def get(self, timeout: float | None = None) -> Message:  # noqa: ASYNC109
+        """The next message; :class:`TimeoutError` if none comes within ``timeout``."""
+        if timeout is None:
+            return await self._next()
+        async with asyncio.timeout(timeout):
+            return await self._next()
+
+    async def _next(self) -> Message:
+        consumer = self._consumer
+        if consumer is None or self._closed:
+            raise SettlementError("subscription is not open")
+        while not self._buffer:
+            free = self.max_in_flight - self._unsettled
+            if free <= 0:
+                self._slot_freed.clear()
+                await self._slot_freed.wait()
+                if self._closed:
+                    raise StopAsyncIteration
+                continue
+            batch = await consumer.fetch(free)
+            self._unsettled += len(batch)
+            for msg in batch:
+                msg._settler = self
+            self._buffer.extend(batch)
+        msg = self._buffer.popleft()
+        if self.delivery == "at_most_once":
+            await msg.ack()
+        return msg
+
+    def _freed(self) -> None:
+        self._unsettled -= 1
+        self._slot_freed.set()
+
+    def _check_open(self, msg: Message, verb: str) -> Consumer:
+        if self._closed or self._consumer is None:
+            raise SettlementError(
+                f"cannot {verb} message {msg.id}: its subscription is closed "
+                "(the message went back to the broker)"
+            )
+        return self._consumer
+
+    async def _settle_ack(self, msg: Message) -> None:
+        consumer = self._check_open(msg, "ack")
+        msg.settlement = "ack"
+        self._freed()
+        await consumer.ack(msg)
+
+    async def _settle_nack(self, msg: Message, delay: float | None) -> None:
+        consumer = self._check_open(msg, "nack")
+        msg.settlement = "nack"
+        self._freed()
+        log.debug("nack topic=%s group=%s id=%s delay=%s", msg.topic, self.group, msg.id, delay)
+        await consumer.nack(msg, delay)
+
+    async def _settle_dead_letter(
+        self,
+        msg: Message,
+        reason: str,
+        error: BaseException | None,
+        metadata: Mapping[str, str] | None,
+    ) -> None:
+        consumer = self._check_open(msg, "dead-letter")
+        msg.settlement = "dead_letter"
+        envelope = dead_letter_envelope(msg, reason, error, metadata)
+        dlq = self.bus.adapter.dead_letter_topic(self.topic, self.group)
+        try:
+            await self.bus._publish_envelopes(dlq, [envelope])
+        except BaseException:
+            # the copy is not confirmed: the original must come back, never be acked
+            msg.settlement = "nack"
+            self._freed()
+            log.error(
+                "dead-letter publish failed, nacking topic=%s group=%s id=%s",
+                msg.topic,
+                self.group,
+                msg.id,
+            )
+            await consumer.nack(msg, None)
+            raise
+        self._freed()
+        log.warning(
+            "dead-lettered topic=%s group=%s id=%s reason=%s", msg.topic, self.group, msg.id, reason
+        )
+        await consumer.dead_lettered(msg)

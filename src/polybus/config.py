@@ -1,0 +1,217 @@
+"""Configuration: where the URL comes from, how URLs and options become typed settings.
+
+Resolution order for :func:`polybus.connect` without a URL: ``POLYBUS_URL``, then
+``[tool.polybus]`` in ``pyproject.toml`` or a ``polybus.toml`` in the working directory,
+else ``memory://``. Adapters turn the URL plus options into a frozen dataclass with
+:func:`parse_settings`, which names the bad field in every error. Nothing here logs or
+formats a password: :func:`redact` is applied to every URL that is shown.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl, quote, unquote, urlsplit
+
+from .errors import ConfigError
+
+__all__ = ["ParsedUrl", "parse_settings", "parse_url", "redact", "resolve"]
+
+DEFAULT_URL = "memory://"
+ENV_VAR = "POLYBUS_URL"
+
+S = TypeVar("S")
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedUrl:
+    """A broker URL split into parts. ``password`` never appears in ``repr``."""
+
+    scheme: str
+    hosts: tuple[str, ...]
+    path: str
+    query: Mapping[str, str]
+    username: str | None = None
+    password: str | None = dataclasses.field(default=None, repr=False)
+
+    def host_port(self, default_port: int) -> list[tuple[str, int]]:
+        """Each ``host[:port]`` of the URL as a pair, ``default_port`` filled in."""
+        out = []
+        for item in self.hosts:
+            host, _, port = item.rpartition(":") if item.count(":") == 1 else (item, "", "")
+            if not port:
+                out.append((item, default_port))
+                continue
+            if not port.isdigit():
+                raise ConfigError("url", f"port {port!r} is not a number")
+            out.append((host, int(port)))
+        return out
+
+
+def parse_url(url: str) -> ParsedUrl:
+    """Split ``scheme://[user[:password]@]host[:port][,host[:port]...]/path?query``."""
+    if not isinstance(url, str) or "://" not in url:
+        raise ConfigError("url", f"expected SCHEME://..., got {redact(str(url))!r}")
+    scheme, rest = url.split("://", 1)
+    if not scheme or not scheme.replace("+", "").isalnum():
+        raise ConfigError("url", f"invalid scheme {scheme!r}")
+    parts = urlsplit(f"x://{rest}")
+    netloc = parts.netloc
+    username = password = None
+    if "@" in netloc:
+        userinfo, netloc = netloc.rsplit("@", 1)
+        user, sep, pw = userinfo.partition(":")
+        username = unquote(user)
+        password = unquote(pw) if sep else None
+    query: dict[str, str] = {}
+    for name, value in parse_qsl(parts.query, keep_blank_values=True):
+        if name in query:
+            raise ConfigError(name, "given more than once in the URL")
+        query[name] = value
+    hosts = tuple(h for h in netloc.split(",") if h)
+    return ParsedUrl(scheme.lower(), hosts, unquote(parts.path), query, username, password)
+
+
+def redact(url: str) -> str:
+    """``url`` with any password (and secret-looking query values) replaced by ``***``."""
+    if "://" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    head, sep, query = rest.partition("?")
+    if "@" in head:
+        userinfo, hostpart = head.rsplit("@", 1)
+        user = userinfo.split(":", 1)[0]
+        head = f"{user}:***@{hostpart}" if ":" in userinfo else f"{user}@{hostpart}"
+    if sep:
+        pairs = []
+        for name, value in parse_qsl(query, keep_blank_values=True):
+            shown = "***" if is_secret_name(name) else value
+            pairs.append(f"{quote(name)}={quote(shown, safe='*:/.,')}")
+        head = f"{head}?{'&'.join(pairs)}"
+    return f"{scheme}://{head}"
+
+
+_SECRET_WORDS = ("password", "secret", "token", "credential", "sasl.password", "key_id")
+
+
+def is_secret_name(name: str) -> bool:
+    """True for option names whose values must never be shown."""
+    low = name.lower()
+    return any(word in low for word in _SECRET_WORDS) or low.endswith("access_key")
+
+
+def redact_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of ``options`` safe to show: secret-looking values replaced by ``***``."""
+    return {k: ("***" if is_secret_name(k) else v) for k, v in options.items()}
+
+
+def resolve(url: str | None, cwd: Path | None = None) -> tuple[str, dict[str, Any]]:
+    """Find the URL (and file options) to connect to when ``url`` may be None."""
+    if url:
+        return url, {}
+    env = os.environ.get(ENV_VAR)
+    if env:
+        return env, {}
+    base = cwd or Path.cwd()
+    for path, table in ((base / "polybus.toml", None), (base / "pyproject.toml", "polybus")):
+        if not path.is_file():
+            continue
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(str(path), f"cannot read: {exc}") from exc
+        section = data.get("tool", {}).get(table, None) if table else data
+        if not section:
+            continue
+        found = section.get("url")
+        if not isinstance(found, str):
+            raise ConfigError(f"{path.name}: url", "missing or not a string")
+        options = section.get("options", {})
+        if not isinstance(options, dict):
+            raise ConfigError(f"{path.name}: options", "must be a table")
+        return found, dict(options)
+    return DEFAULT_URL, {}
+
+
+def parse_settings(cls: type[S], values: Mapping[str, Any], *, source: str = "") -> S:
+    """Build the frozen dataclass ``cls`` from ``values`` (URL query strings or Python
+    values), coercing strings to each field's type. Unknown names and bad values raise
+    :class:`ConfigError` naming the field."""
+    if not dataclasses.is_dataclass(cls):
+        raise TypeError(f"{cls!r} is not a dataclass")
+    hints = typing.get_type_hints(cls)
+    known = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    kwargs: dict[str, Any] = {}
+    for name, raw in values.items():
+        if name not in known:
+            expected = ", ".join(sorted(known))
+            raise ConfigError(name, f"unknown option{source}; expected one of: {expected}")
+        kwargs[name] = _coerce(name, raw, hints[name])
+    try:
+        return cls(**kwargs)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(cls.__name__, str(exc)) from exc
+
+
+def _coerce(name: str, raw: Any, hint: Any) -> Any:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        blank = raw is None or (isinstance(raw, str) and raw.lower() in ("", "none", "null"))
+        if blank and len(args) < len(typing.get_args(hint)):
+            return None
+        for arg in args:
+            try:
+                return _coerce(name, raw, arg)
+            except ConfigError:
+                continue
+        raise ConfigError(name, f"{_show(name, raw)} is not a valid {_type_name(hint)}")
+    if origin is typing.Literal:
+        allowed = typing.get_args(hint)
+        if raw not in allowed:
+            raise ConfigError(name, f"{_show(name, raw)} is not one of {list(allowed)}")
+        return raw
+    if hint is bool:
+        if isinstance(raw, bool):
+            return raw
+        if isinstance(raw, str) and raw.lower() in ("1", "true", "yes", "on"):
+            return True
+        if isinstance(raw, str) and raw.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(name, f"{_show(name, raw)} is not a boolean")
+    if hint in (int, float):
+        if isinstance(raw, bool):
+            raise ConfigError(name, f"{_show(name, raw)} is not a number")
+        try:
+            value = hint(raw)
+        except (TypeError, ValueError):
+            raise ConfigError(name, f"{_show(name, raw)} is not a number") from None
+        if value < 0:
+            raise ConfigError(name, f"must be >= 0, got {value}")
+        return value
+    if hint is str:
+        if not isinstance(raw, str):
+            raise ConfigError(name, f"{_show(name, raw)} is not a string")
+        return raw
+    if origin in (dict, Mapping) or hint in (dict, Mapping):
+        if not isinstance(raw, Mapping):
+            raise ConfigError(name, "must be a mapping")
+        return dict(raw)
+    return raw
+
+
+def _show(name: str, raw: Any) -> str:
+    return "'***'" if is_secret_name(name) else repr(raw)
+
+
+def _type_name(hint: Any) -> str:
+    return str(hint).replace("typing.", "")

@@ -1,0 +1,244 @@
+"""The blocking facade: the async API with the same names, for scripts and sync code.
+
+One event-loop thread per :class:`SyncBus` (an anyio blocking portal) runs the async
+core; every sync method is one delegating call, so the two APIs cannot drift (a test
+compares their signatures)::
+
+    with polybus.sync.connect() as bus:
+        bus.publish("orders", {"id": 7})
+        with bus.subscribe("orders", group="billing") as sub:
+            for msg in sub:
+                msg.ack()
+
+Thread-safe: a SyncBus may be shared by threads; each call runs on the portal's loop.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from contextlib import AbstractContextManager
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from anyio.from_thread import BlockingPortal, start_blocking_portal
+
+from ._bus import Bus
+from ._bus import connect as _async_connect
+from ._message import Message, Outgoing
+from ._subscription import DeliveryMode, Subscription
+from .capabilities import Capabilities
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+__all__ = ["SyncBus", "SyncMessage", "SyncSubscription", "connect"]
+
+T = TypeVar("T")
+
+
+def connect(url: str | None = None, **options: Any) -> SyncBus:
+    """Connect, blocking; the same arguments as :func:`polybus.connect`."""
+    bus = _async_connect(url, **options)
+    portal_cm = start_blocking_portal()
+    portal = portal_cm.__enter__()
+    try:
+        portal.call(bus.open)
+    except BaseException:
+        portal_cm.__exit__(None, None, None)
+        raise
+    return SyncBus(bus, portal, portal_cm)
+
+
+class SyncBus:
+    """Blocking twin of :class:`polybus.Bus`."""
+
+    def __init__(
+        self, bus: Bus, portal: BlockingPortal, portal_cm: AbstractContextManager[BlockingPortal]
+    ) -> None:
+        self.bus = bus
+        self._portal = portal
+        self._portal_cm = portal_cm
+
+    def __repr__(self) -> str:
+        return f"<polybus.sync.SyncBus {self.bus!r}>"
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return self.bus.capabilities
+
+    @property
+    def backend(self) -> str:
+        return self.bus.backend
+
+    def __enter__(self) -> SyncBus:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        try:
+            self._portal.call(self.bus.close)
+        finally:
+            self._portal_cm.__exit__(None, None, None)
+
+    def publish(
+        self,
+        topic: str,
+        body: object,
+        *,
+        key: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        id: str | None = None,
+        content_type: str | None = None,
+    ) -> str:
+        return self._call(
+            self.bus.publish,
+            topic,
+            body,
+            key=key,
+            headers=headers,
+            id=id,
+            content_type=content_type,
+        )
+
+    def publish_many(self, topic: str, messages: Iterable[Outgoing | object]) -> list[str]:
+        return self._call(self.bus.publish_many, topic, list(messages))
+
+    def subscribe(
+        self,
+        topic: str,
+        *,
+        group: str,
+        max_in_flight: int = 64,
+        delivery: DeliveryMode = "at_least_once",
+        max_deliveries: int | None = None,
+    ) -> SyncSubscription:
+        return SyncSubscription(
+            self.bus.subscribe(
+                topic,
+                group=group,
+                max_in_flight=max_in_flight,
+                delivery=delivery,
+                max_deliveries=max_deliveries,
+            ),
+            self._portal,
+        )
+
+    def declare(self, topic: str, group: str | None = None) -> None:
+        return self._call(self.bus.declare, topic, group)
+
+    def dead_letters(self, topic: str, *, group: str, max_in_flight: int = 64) -> SyncSubscription:
+        return SyncSubscription(
+            self.bus.dead_letters(topic, group=group, max_in_flight=max_in_flight), self._portal
+        )
+
+    def replay_dead_letters(
+        self, topic: str, *, group: str, limit: int | None = None, idle_timeout: float = 1.0
+    ) -> int:
+        return self._call(
+            self.bus.replay_dead_letters,
+            topic,
+            group=group,
+            limit=limit,
+            idle_timeout=idle_timeout,
+        )
+
+    def _call(self, func: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
+        return self._portal.call(functools.partial(func, *args, **kwargs))
+
+
+class SyncSubscription:
+    """Blocking twin of :class:`polybus.Subscription`: a context manager and iterator."""
+
+    def __init__(self, sub: Subscription, portal: BlockingPortal) -> None:
+        self.subscription = sub
+        self._portal = portal
+
+    def __enter__(self) -> SyncSubscription:
+        self._portal.call(self.subscription.open)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._portal.call(self.subscription.close)
+
+    def __iter__(self) -> Iterator[SyncMessage]:
+        return self
+
+    def __next__(self) -> SyncMessage:
+        try:
+            return SyncMessage(self._portal.call(self.subscription.__anext__), self._portal)
+        except StopAsyncIteration:
+            raise StopIteration from None
+
+    def get(self, timeout: float | None = None) -> SyncMessage:
+        msg = self._portal.call(functools.partial(self.subscription.get, timeout))
+        return SyncMessage(msg, self._portal)
+
+
+class SyncMessage:
+    """A delivered message with blocking settlement; fields as on :class:`Message`."""
+
+    __slots__ = ("_portal", "message")
+
+    def __init__(self, message: Message, portal: BlockingPortal) -> None:
+        self.message = message
+        self._portal = portal
+
+    def __repr__(self) -> str:
+        return f"<SyncMessage {self.message!r}>"
+
+    id = property(lambda self: self.message.id)
+    topic = property(lambda self: self.message.topic)
+    group = property(lambda self: self.message.group)
+    key = property(lambda self: self.message.key)
+    body = property(lambda self: self.message.body)
+    headers = property(lambda self: self.message.headers)
+    content_type = property(lambda self: self.message.content_type)
+    delivery_attempt = property(lambda self: self.message.delivery_attempt)
+    raw = property(lambda self: self.message.raw)
+    settled = property(lambda self: self.message.settled)
+
+    @property
+    def published_at(self) -> datetime | None:
+        return self.message.published_at
+
+    def json(self) -> Any:
+        return self.message.json()
+
+    def text(self) -> str:
+        return self.message.text()
+
+    def decode(self, model: type[T]) -> T:
+        return self.message.decode(model)
+
+    def ack(self) -> None:
+        self._portal.call(self.message.ack)
+
+    def nack(self, delay: float | None = None) -> None:
+        self._portal.call(self.message.nack, delay)
+
+    def dead_letter(
+        self,
+        reason: str,
+        *,
+        error: BaseException | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> None:
+        self._portal.call(
+            functools.partial(self.message.dead_letter, reason, error=error, metadata=metadata)
+        )
