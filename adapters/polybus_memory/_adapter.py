@@ -108,11 +108,16 @@ class MemoryConsumer(Consumer):
         loop = asyncio.get_running_loop()
         while True:
             with self.broker.lock:
+                # checked under the lock: close() gives back in-flight entries under it,
+                # so an entry taken after close would never be given back
+                if self.closed:
+                    raise SettlementError("consumer is closed")
                 group.promote(time.monotonic())
                 entries = group.take(max_messages)
                 if not entries:
                     waiter = loop.create_future()
-                    group.waiters.append(_waker(loop, waiter))
+                    wake = _waker(loop, waiter)
+                    group.waiters.append(wake)
                     due = group.next_due()
             if entries:
                 out = await self._deliver(group, entries)
@@ -120,8 +125,15 @@ class MemoryConsumer(Consumer):
                     return out
                 continue
             timeout = None if due is None else max(0.0, due - time.monotonic())
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(waiter, timeout)
+            try:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(waiter, timeout)
+            finally:
+                if not waiter.done() or waiter.cancelled():
+                    # timed out or cancelled (get(timeout=...)): drop the stale waker,
+                    # or an idle consumer polling with timeouts would pile them up
+                    with self.broker.lock, contextlib.suppress(ValueError):
+                        group.waiters.remove(wake)
 
     async def _deliver(self, group: Group, entries: list[Entry]) -> list[Message]:
         limit = group.max_deliveries

@@ -1,1 +1,252 @@
-"""pytest plugin entry point (filled in by the conformance suite)."""
+"""The pytest plugin (entry point ``pytest11: polybus``) that runs the conformance suite.
+
+Options: ``--polybus-backend=NAME[,NAME...]`` (or the ini list ``polybus_backends``;
+default ``memory``), ``--polybus-url`` (one backend only; else ``POLYBUS_<BACKEND>_URL``
+or provisioning) and ``--polybus-report=DIR`` (default ``reports``).
+
+Tests that take the ``polybus_backend`` argument are parametrized once per selected
+backend (ids like ``[kafka]``). Before each such test, in this one place, the plugin
+provides the broker (skip, or fail when ``POLYBUS_REQUIRE`` names the backend), skips
+a test whose declared needs the backend's ``Capabilities`` lack, and marks a test
+``xfail(strict=True)`` when the broker's flavour has a known defect for it. Every
+result goes into the guarantee matrix, written at the end of the session.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import AsyncIterator, Generator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+
+import polybus
+from polybus.config import redact
+
+from . import backends, defects, markers, report
+from .fixtures import BusFactory, Names, Target
+from .provisioning import Broker, Unavailable, provision
+from .timing import profile
+
+ARG = "polybus_backend"
+
+
+@dataclass
+class _State:
+    backends: list[str]
+    url: str | None
+    report_dir: Path
+    workdir: Path
+    brokers: dict[str, Broker] = field(default_factory=dict)
+    failures: dict[str, str] = field(default_factory=dict)
+    targets: dict[str, Target] = field(default_factory=dict)
+    items: dict[str, tuple[str, str]] = field(default_factory=dict)
+    matrix: report.Matrix = field(default_factory=report.Matrix)
+
+
+_STATE = pytest.StashKey[_State]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("polybus", "polybus conformance suite")
+    group.addoption(
+        "--polybus-backend",
+        action="append",
+        default=[],
+        metavar="NAME[,NAME...]",
+        help=f"backends to certify: {', '.join(backends.BACKENDS)} (default: ini "
+        "polybus_backends, else memory)",
+    )
+    group.addoption(
+        "--polybus-url",
+        default=None,
+        help="broker URL for the (single) selected backend; default POLYBUS_<BACKEND>_URL "
+        "or a provisioned broker",
+    )
+    group.addoption(
+        "--polybus-report",
+        default=None,
+        metavar="DIR",
+        help="where conformance.json and conformance.md are written (default: reports)",
+    )
+    parser.addini("polybus_backends", "backends the conformance suite certifies", type="args")
+
+
+def _selected(config: pytest.Config) -> list[str]:
+    given: list[str] = config.getoption("--polybus-backend") or config.getini("polybus_backends")
+    names = [n.strip() for item in given for n in item.split(",") if n.strip()] or ["memory"]
+    try:
+        for name in names:
+            backends.check_backend(name)
+    except ValueError as exc:
+        raise pytest.UsageError(f"--polybus-backend: {exc}") from None
+    return list(dict.fromkeys(names))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", f"{markers.MARKER}(*capabilities): capabilities the backend must have"
+    )
+    selected = _selected(config)
+    url = config.getoption("--polybus-url")
+    if url and len(selected) != 1:
+        raise pytest.UsageError("--polybus-url needs exactly one --polybus-backend")
+    given_dir = config.getoption("--polybus-report")
+    report_dir = Path(given_dir or config.invocation_params.dir / "reports")
+    state = _State(
+        backends=selected,
+        url=url,
+        report_dir=report_dir,
+        workdir=Path(tempfile.mkdtemp(prefix="polybus-brokers-")),
+    )
+    config.stash[_STATE] = state
+    config.pluginmanager.register(_Recorder(state), "polybus-conformance-recorder")
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"polybus conformance backends: {', '.join(config.stash[_STATE].backends)}"
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if ARG in metafunc.fixturenames:
+        names = metafunc.config.stash[_STATE].backends
+        metafunc.parametrize(ARG, names, ids=names)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    state = config.stash[_STATE]
+    for item in items:
+        backend = _backend_of(item)
+        if backend is None:
+            continue
+        name = getattr(item, "originalname", item.name)
+        doc = getattr(getattr(item, "function", None), "__doc__", None) or ""
+        summary = " ".join(doc.strip().split("\n\n")[0].split())
+        state.items[item.nodeid] = (name, backend)
+        state.matrix.add_test(name, summary)
+
+
+def _backend_of(item: pytest.Item) -> str | None:
+    callspec = getattr(item, "callspec", None)
+    if callspec is None or ARG not in callspec.params:
+        return None
+    return str(callspec.params[ARG])
+
+
+def _broker(state: _State, backend: str) -> Broker:
+    """The broker for ``backend``, provided once per session (failures remembered)."""
+    if backend in state.failures:
+        raise Unavailable(state.failures[backend])
+    found = state.brokers.get(backend)
+    if found is None:
+        if state.url:
+            flavour = backends.explicit_flavour(backend)
+            found = Broker(backend, state.url, flavour, "url")
+        else:
+            try:
+                found = provision(backend, state.workdir)
+            except Unavailable as exc:
+                state.failures[backend] = str(exc)
+                raise
+            except Exception as exc:
+                state.failures[backend] = f"starting a {backend} broker failed: {exc!r}"
+                raise Unavailable(state.failures[backend]) from exc
+        state.brokers[backend] = found
+        state.matrix.backends[backend] = {
+            "url": redact(found.url),
+            "flavour": found.flavour,
+            "origin": found.origin,
+        }
+    return found
+
+
+def _target(state: _State, backend: str) -> Target:
+    found = state.targets.get(backend)
+    if found is None:
+        broker = _broker(state, backend)
+        capabilities = polybus.connect(broker.url).capabilities  # parses only, no I/O
+        found = state.targets[backend] = Target(backend, broker, capabilities, profile(backend))
+    return found
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> Generator[None, None, None]:
+    backend = _backend_of(item)
+    if backend is not None:
+        _gate(item, backend)
+    return (yield)
+
+
+def _gate(item: pytest.Item, backend: str) -> None:
+    """Provide the broker, then skip or mark the test. The only place tests are skipped."""
+    state = item.config.stash[_STATE]
+    try:
+        target = _target(state, backend)
+    except Unavailable as exc:
+        if backends.required(backend):
+            pytest.fail(f"{backend} is required ({backends.REQUIRE_ENV}) but: {exc}")
+        item.add_marker(pytest.mark.skip(reason=str(exc).splitlines()[0]))
+        return
+    wanted = tuple(w for mark in item.iter_markers(markers.MARKER) for w in mark.args)
+    lacking = markers.missing(target.capabilities, backend != "memory", wanted)
+    if lacking:
+        item.add_marker(pytest.mark.skip(reason=markers.skip_reason(lacking)))
+        return
+    known = defects.defect(target.flavour, getattr(item, "originalname", item.name))
+    if known:
+        item.add_marker(pytest.mark.xfail(strict=True, reason=f"{target.flavour}: {known}"))
+
+
+class _Recorder:
+    """Feeds every report of a conformance test into the matrix (a per-session plugin
+    object, because ``pytest_runtest_logreport`` receives no config)."""
+
+    def __init__(self, state: _State) -> None:
+        self.state = state
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        found = self.state.items.get(report.nodeid)
+        if found is not None:
+            self.state.matrix.record(found[0], found[1], report)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    state = session.config.stash[_STATE]
+    for broker in state.brokers.values():
+        broker.stop()
+    if state.matrix.rows:
+        json_path, md_path = state.matrix.write(state.report_dir)
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.ensure_newline()
+            reporter.write_line(f"polybus conformance matrix: {md_path} and {json_path}")
+
+
+@pytest.fixture
+def polybus_target(polybus_backend: str, request: pytest.FixtureRequest) -> Target:
+    """The backend under test (broker URL, flavour, capabilities, timing profile)."""
+    return _target(request.config.stash[_STATE], polybus_backend)
+
+
+@pytest_asyncio.fixture
+async def bus_factory(polybus_target: Target) -> AsyncIterator[BusFactory]:
+    """Opens fresh buses to the target broker; all are closed after the test."""
+    factory = BusFactory(polybus_target)
+    try:
+        yield factory
+    finally:
+        await factory.close_all()
+
+
+@pytest_asyncio.fixture
+async def bus(bus_factory: BusFactory) -> polybus.Bus:
+    """One open bus to the target broker."""
+    return await bus_factory()
+
+
+@pytest.fixture
+def names(request: pytest.FixtureRequest) -> Names:
+    """Unique topic and group names for this test."""
+    return Names(getattr(request.node, "originalname", request.node.name))

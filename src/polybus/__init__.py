@@ -26,6 +26,15 @@ from .errors import (
     Reject,
     SerializationError,
 )
+from .middleware import (
+    CircuitBreaker,
+    DeadLetter,
+    Idempotency,
+    PoisonGuard,
+    PublishRetry,
+    Retry,
+    defaults,
+)
 
 __version__ = "0.1.0"
 
@@ -33,24 +42,31 @@ __all__ = [
     "BrokerUnavailable",
     "Bus",
     "Capabilities",
+    "CircuitBreaker",
     "ConfigError",
+    "DeadLetter",
     "DeliveryMode",
     "Envelope",
     "Handler",
+    "Idempotency",
     "Message",
     "MessageTooLarge",
     "Middleware",
     "Ordering",
     "Outgoing",
+    "PoisonGuard",
     "PolybusError",
     "PublishError",
+    "PublishRetry",
     "Reject",
+    "Retry",
     "SerializationError",
     "Subscription",
     "Worker",
     "__version__",
     "chain",
     "connect",
+    "defaults",
     "errors",
     "headers",
 ]

@@ -9,13 +9,14 @@ from typing import TYPE_CHECKING, Any
 from . import _codec, _registry, config
 from . import headers as h
 from ._deadletter import DLQ_GROUP, replay_envelope
-from ._message import Envelope, Outgoing, new_id, now
+from ._message import Envelope, Outgoing, new_id, new_ids, now
 from ._subscription import DeliveryMode, Subscription
 from .capabilities import Capabilities
 from .errors import InvalidMessage, MessageTooLarge
 from .spi import Adapter, GroupSettings
 
 if TYPE_CHECKING:
+    from datetime import datetime
     from types import TracebackType
 
 log = logging.getLogger("polybus.bus")
@@ -24,20 +25,28 @@ PublishHook = Callable[[Callable[[], Awaitable[None]]], Awaitable[None]]
 """Wraps one confirmed-publish call (the producer-side retry plugs in here)."""
 
 
-def connect(url: str | None = None, **options: Any) -> Bus:
+def connect(
+    url: str | None = None, *, publish_retry: PublishHook | bool | None = None, **options: Any
+) -> Bus:
     """Make a :class:`Bus` for ``url`` (or ``POLYBUS_URL``, a TOML file, ``memory://``).
 
     Nothing connects until the bus is entered (``async with``) or awaited: settings are
     parsed here, so a bad URL or option raises :class:`~polybus.errors.ConfigError`
     naming the field at once. ``options`` carry polybus settings; ``options=`` inside
-    them passes native client settings through untouched.
+    them passes native client settings through untouched. ``publish_retry`` retries
+    retryable publish errors: ``True`` for
+    :class:`~polybus.middleware.PublishRetry` with its defaults, or a configured one.
     """
     resolved, file_options = config.resolve(url)
     merged = {**file_options, **options}
     parsed = config.parse_url(resolved)
     adapter_cls = _registry.load(parsed.scheme)
     adapter = adapter_cls.from_url(resolved, merged)
-    return Bus(adapter)
+    if publish_retry is True:
+        from .middleware.publish import PublishRetry
+
+        publish_retry = PublishRetry()
+    return Bus(adapter, publish_hook=publish_retry or None)
 
 
 class Bus:
@@ -125,13 +134,18 @@ class Bus:
         checked before anything is sent, so a bad item publishes nothing. On a broker
         failure, :class:`~polybus.errors.PublishError` lists the unconfirmed ids.
         """
+        items = messages if isinstance(messages, list) else list(messages)
+        # one timestamp for the batch: it is published (and confirmed) as one unit
+        stamp = now()
+        fresh = new_ids(len(items))
+        make = self._envelope
         envelopes = [
-            self.envelope(
-                m.body, key=m.key, headers=m.headers, id=m.id, content_type=m.content_type
+            make(
+                m.body, m.key, m.headers, fresh[i] if m.id is None else m.id, m.content_type, stamp
             )
             if isinstance(m, Outgoing)
-            else self.envelope(m)
-            for m in messages
+            else make(m, None, None, fresh[i], None, stamp)
+            for i, m in enumerate(items)
         ]
         if envelopes:
             await self._publish_envelopes(topic, envelopes)
@@ -147,6 +161,17 @@ class Bus:
         content_type: str | None = None,
     ) -> Envelope:
         """Encode and validate one message without publishing it."""
+        return self._envelope(body, key, headers, id, content_type, now())
+
+    @staticmethod
+    def _envelope(
+        body: object,
+        key: str | None,
+        headers: Mapping[str, str] | None,
+        id: str | None,
+        content_type: str | None,
+        published_at: datetime,
+    ) -> Envelope:
         data, ctype = _codec.encode(body, content_type)
         if headers:
             for name, value in headers.items():
@@ -165,7 +190,7 @@ class Bus:
             key=key,
             headers=headers or {},
             content_type=ctype,
-            published_at=now(),
+            published_at=published_at,
         )
 
     async def _publish_envelopes(self, topic: str, envelopes: Sequence[Envelope]) -> None:

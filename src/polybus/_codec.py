@@ -20,6 +20,8 @@ def encode(body: object, content_type: str | None = None) -> tuple[bytes, str]:
     bytes stay as they are, str is UTF-8 text, a pydantic model is its JSON, anything
     else goes through :func:`json.dumps`. An explicit ``content_type`` wins.
     """
+    if type(body) is bytes:  # the hot path: no copy, no union isinstance
+        return body, content_type or BYTES
     if isinstance(body, bytes | bytearray | memoryview):
         return bytes(body), content_type or BYTES
     if isinstance(body, str):

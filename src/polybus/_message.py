@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import uuid
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -19,9 +19,25 @@ T = TypeVar("T")
 Settlement = Literal["ack", "nack", "dead_letter"]
 
 
+# UUID4 bit layout: version nibble 4, RFC 4122 variant bits 10.
+_UUID4_CLEAR = ~((0xF000 << 64) | (0xC000 << 48)) & ((1 << 128) - 1)
+_UUID4_SET = (0x4000 << 64) | (0x8000 << 48)
+
+
 def new_id() -> str:
-    """A fresh message id: 32 hex digits, random (UUID4)."""
-    return uuid.uuid4().hex
+    """A fresh message id: 32 hex digits, random (UUID4, the same as ``uuid4().hex``)."""
+    # twice as fast as uuid.uuid4().hex, which builds a UUID object per message
+    return f"{(int.from_bytes(os.urandom(16)) & _UUID4_CLEAR) | _UUID4_SET:032x}"
+
+
+def new_ids(count: int) -> list[str]:
+    """``count`` fresh ids as :func:`new_id` makes them, from one read of the OS random
+    source (a batch needs one system call, not one per message)."""
+    raw = os.urandom(16 * count)
+    clear, set_ = _UUID4_CLEAR, _UUID4_SET
+    return [
+        f"{(int.from_bytes(raw[i : i + 16]) & clear) | set_:032x}" for i in range(0, len(raw), 16)
+    ]
 
 
 def now() -> datetime:
@@ -63,8 +79,10 @@ class Envelope:
     @property
     def size(self) -> int:
         """Encoded size used against ``Capabilities.max_message_size``."""
-        extra = sum(len(k) + len(v) for k, v in self.headers.items())
-        return len(self.body) + extra + len(self.key or "") + len(self.id)
+        size = len(self.body) + len(self.key or "") + len(self.id)
+        if self.headers:
+            size += sum(len(k) + len(v) for k, v in self.headers.items())
+        return size
 
 
 class _Settler(Protocol):

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Literal
 
 from ._deadletter import DLQ_GROUP, dead_letter_envelope
 from ._message import Message
-from .errors import ConfigError, SettlementError
+from .errors import ConfigError, PolybusError, SettlementError
 from .spi import Consumer, GroupSettings
 
 if TYPE_CHECKING:
@@ -122,7 +122,8 @@ class Subscription:
 
     async def get(self, timeout: float | None = None) -> Message:  # noqa: ASYNC109
         """The next message; :class:`TimeoutError` if none comes within ``timeout``."""
-        if timeout is None:
+        if timeout is None or self._buffer:
+            # a buffered message is there already: skip the cost of arming a timer
             return await self._next()
         async with asyncio.timeout(timeout):
             return await self._next()
@@ -139,7 +140,14 @@ class Subscription:
                 if self._closed:
                     raise StopAsyncIteration
                 continue
-            batch = await consumer.fetch(free)
+            try:
+                batch = await consumer.fetch(free)
+            except PolybusError:
+                if self._closed:  # closed while this call waited: end the iteration
+                    raise StopAsyncIteration from None
+                raise
+            if self._closed:  # the consumer gives back what it fetched on close
+                raise StopAsyncIteration
             self._unsettled += len(batch)
             for msg in batch:
                 msg._settler = self

@@ -81,9 +81,10 @@ def parse_url(url: str) -> ParsedUrl:
 
 def redact(url: str) -> str:
     """``url`` with any password (and secret-looking query values) replaced by ``***``."""
-    if "://" not in url:
-        return url
-    scheme, rest = url.split("://", 1)
+    # a malformed URL (no scheme) is shown in errors too: redact its userinfo as well
+    scheme, has_scheme, rest = url.partition("://")
+    if not has_scheme:
+        scheme, rest = "", url
     head, sep, query = rest.partition("?")
     if "@" in head:
         userinfo, hostpart = head.rsplit("@", 1)
@@ -95,7 +96,7 @@ def redact(url: str) -> str:
             shown = "***" if is_secret_name(name) else value
             pairs.append(f"{quote(name)}={quote(shown, safe='*:/.,')}")
         head = f"{head}?{'&'.join(pairs)}"
-    return f"{scheme}://{head}"
+    return f"{scheme}://{head}" if has_scheme else head
 
 
 _SECRET_WORDS = ("password", "secret", "token", "credential", "sasl.password", "key_id")

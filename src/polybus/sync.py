@@ -23,9 +23,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
-from ._bus import Bus
+from ._bus import Bus, PublishHook
 from ._bus import connect as _async_connect
-from ._message import Message, Outgoing
+from ._message import Envelope, Message, Outgoing
 from ._subscription import DeliveryMode, Subscription
 from .capabilities import Capabilities
 
@@ -37,9 +37,11 @@ __all__ = ["SyncBus", "SyncMessage", "SyncSubscription", "connect"]
 T = TypeVar("T")
 
 
-def connect(url: str | None = None, **options: Any) -> SyncBus:
+def connect(
+    url: str | None = None, *, publish_retry: PublishHook | bool | None = None, **options: Any
+) -> SyncBus:
     """Connect, blocking; the same arguments as :func:`polybus.connect`."""
-    bus = _async_connect(url, **options)
+    bus = _async_connect(url, publish_retry=publish_retry, **options)
     portal_cm = start_blocking_portal()
     portal = portal_cm.__enter__()
     try:
@@ -82,6 +84,11 @@ class SyncBus:
     ) -> None:
         self.close()
 
+    def open(self) -> SyncBus:
+        """Connect (already done by :func:`connect`; idempotent)."""
+        self._portal.call(self.bus.open)
+        return self
+
     def close(self) -> None:
         try:
             self._portal.call(self.bus.close)
@@ -110,6 +117,17 @@ class SyncBus:
 
     def publish_many(self, topic: str, messages: Iterable[Outgoing | object]) -> list[str]:
         return self._call(self.bus.publish_many, topic, list(messages))
+
+    def envelope(
+        self,
+        body: object,
+        *,
+        key: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        id: str | None = None,
+        content_type: str | None = None,
+    ) -> Envelope:
+        return self.bus.envelope(body, key=key, headers=headers, id=id, content_type=content_type)
 
     def subscribe(
         self,
@@ -162,6 +180,16 @@ class SyncSubscription:
         self._portal = portal
 
     def __enter__(self) -> SyncSubscription:
+        return self.open()
+
+    def __repr__(self) -> str:
+        return f"<polybus.sync.SyncSubscription {self.subscription!r}>"
+
+    @property
+    def unsettled(self) -> int:
+        return self.subscription.unsettled
+
+    def open(self) -> SyncSubscription:
         self._portal.call(self.subscription.open)
         return self
 
@@ -212,6 +240,7 @@ class SyncMessage:
     delivery_attempt = property(lambda self: self.message.delivery_attempt)
     raw = property(lambda self: self.message.raw)
     settled = property(lambda self: self.message.settled)
+    settlement = property(lambda self: self.message.settlement)
 
     @property
     def published_at(self) -> datetime | None:

@@ -1,0 +1,230 @@
+"""``kafka://host:port[,host:port...]``: the Kafka adapter on confluent-kafka.
+
+Topology: a polybus topic is a Kafka topic (created with ``partitions`` and
+``replication_factor``), a group is a consumer group, the key is the record key and
+picks the partition (murmur2, as the Java client does). The producer is idempotent
+with ``acks=all``; a publish returns after the delivery report of every message of
+the batch (one flush per batch).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import hashlib
+import logging
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException, Producer
+from confluent_kafka.admin import AdminClient
+
+from polybus.capabilities import Capabilities, Ordering
+from polybus.errors import PublishError
+from polybus.spi import Adapter, Consumer, Envelope, GroupSettings
+
+from . import _admin, _records
+from ._consumer import KafkaConsumer
+from ._errors import publish_error
+from ._settings import RECORD_OVERHEAD, KafkaSettings, parse
+
+log = logging.getLogger("polybus.kafka")
+
+_TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
+
+
+def capabilities(settings: KafkaSettings) -> Capabilities:
+    """What Kafka gives, as this adapter uses it (see README.md for the reasons)."""
+    return Capabilities(
+        ordering=Ordering.PER_KEY,
+        fan_out=True,
+        competing_consumers=True,
+        persistent=True,
+        replay=True,
+        native_delivery_count=False,
+        native_dead_letter=False,
+        delayed_redelivery=True,
+        broker_dedup=False,
+        max_message_size=settings.max_message_size,
+    )
+
+
+def producer_config(settings: KafkaSettings) -> dict[str, Any]:
+    return {
+        "enable.idempotence": True,
+        "acks": "all",
+        "partitioner": "murmur2_random",
+        "linger.ms": 5,
+        "allow.auto.create.topics": False,
+        "message.max.bytes": settings.max_message_size + RECORD_OVERHEAD,
+        "logger": logging.getLogger("polybus.kafka.librdkafka"),
+        **settings.common("producer"),
+    }
+
+
+class KafkaAdapter(Adapter):
+    """The Kafka backend. Publishes and declares through one producer and one admin
+    client per Bus; each subscription has its own consumer and fetch thread."""
+
+    name = "kafka"
+
+    def __init__(self, settings: KafkaSettings) -> None:
+        self.settings = settings
+        self.capabilities = capabilities(settings)
+        self._producer: Producer | None = None
+        self._admin: AdminClient | None = None
+        self._partitions: dict[str, list[int]] = {}
+        self._groups: set[tuple[str, str]] = set()
+
+    def __repr__(self) -> str:
+        return f"<KafkaAdapter {self.redacted_url()}>"
+
+    @classmethod
+    def from_url(cls, url: str, options: Mapping[str, Any]) -> KafkaAdapter:
+        return cls(parse(url, options))
+
+    def redacted_url(self) -> str:
+        return f"kafka://{self.settings.bootstrap_servers}"
+
+    async def open(self) -> None:
+        if self._producer is not None:
+            return
+        native_log = logging.getLogger("polybus.kafka.librdkafka")
+        admin_conf: dict[str, Any] = {"logger": native_log, **self.settings.common("admin")}
+        admin = AdminClient(admin_conf)
+        await asyncio.to_thread(_admin.probe, admin, self.settings.connect_timeout)
+        self._admin = admin
+        self._producer = Producer(producer_config(self.settings))
+
+    async def close(self) -> None:
+        producer, self._producer = self._producer, None
+        self._admin = None
+        if producer is not None:
+            left = await asyncio.to_thread(producer.flush, self.settings.publish_timeout)
+            if left:
+                log.error("closed with %d messages not confirmed by the broker", left)
+
+    async def ensure_topic(self, topic: str) -> None:
+        if topic in self._partitions:
+            return
+        admin = self._admin_client()
+        s = self.settings
+        self._partitions[topic] = await asyncio.to_thread(
+            _admin.ensure_topic,
+            admin,
+            topic,
+            partitions=s.topic_partitions,
+            replication_factor=s.replication_factor,
+            strict_partitions=s.partitions is not None,
+            timeout=s.connect_timeout,
+        )
+
+    async def ensure_group(self, topic: str, group: str, settings: GroupSettings) -> None:
+        # Kafka has no broker-side delivery limit: settings.max_deliveries is enforced by
+        # polybus's poison-pill middleware with the attempts this adapter tracks.
+        if (topic, group) in self._groups:
+            return
+        await self.ensure_topic(topic)
+        await asyncio.to_thread(
+            _admin.ensure_group,
+            self._admin_client(),
+            topic,
+            group,
+            self._partitions[topic],
+            self.settings.connect_timeout,
+        )
+        self._groups.add((topic, group))
+
+    async def publish(self, topic: str, envelopes: Sequence[Envelope]) -> None:
+        producer = self._producer
+        if producer is None:
+            raise PublishError("the Kafka adapter is not open", retryable=False)
+        loop = asyncio.get_running_loop()
+        pending: list[tuple[Envelope, asyncio.Future[KafkaError | None]]] = []
+        failure: PublishError | None = None
+        for env in envelopes:
+            fut: asyncio.Future[KafkaError | None] = loop.create_future()
+            try:
+                await self._produce(producer, topic, env, functools.partial(_report, loop, fut))
+            except KafkaException as exc:
+                failed = tuple(e.id for e in envelopes[len(pending) :])
+                failure = publish_error(
+                    exc.args[0],
+                    topic,
+                    failed_ids=failed,
+                    limit=self.settings.max_message_size,
+                    size=env.size,
+                )
+                failure.__cause__ = exc
+                break
+            pending.append((env, fut))
+        await asyncio.to_thread(producer.flush, self.settings.publish_timeout)
+        if pending:
+            await asyncio.wait([f for _, f in pending], timeout=self.settings.publish_timeout)
+        errors = [(env, f.result() if f.done() else None, f.done()) for env, f in pending]
+        bad = [(env, err) for env, err, done in errors if err is not None or not done]
+        if bad:
+            ids = tuple(env.id for env, _ in bad) + (failure.failed_ids if failure else ())
+            first = next((err for _, err in bad if err is not None), None)
+            if first is None:
+                raise PublishError(
+                    f"publish to topic {topic!r} not confirmed within "
+                    f"{self.settings.publish_timeout:g} s",
+                    retryable=True,
+                    failed_ids=ids,
+                )
+            raise publish_error(first, topic, failed_ids=ids, limit=self.settings.max_message_size)
+        if failure is not None:
+            raise failure
+
+    async def _produce(self, producer: Producer, topic: str, env: Envelope, cb: Any) -> None:
+        while True:
+            try:
+                producer.produce(
+                    topic,
+                    value=env.body,
+                    key=_records.record_key(env),
+                    headers=_records.record_headers(env),
+                    timestamp=_records.record_timestamp(env),
+                    on_delivery=cb,
+                )
+                return
+            except BufferError:
+                # librdkafka's local queue is full: let deliveries drain, then retry
+                await asyncio.to_thread(producer.poll, 0.1)
+
+    def consumer(self, topic: str, group: str, *, max_in_flight: int) -> Consumer:
+        return KafkaConsumer(self.settings, topic, group, max_in_flight)
+
+    def dead_letter_topic(self, topic: str, group: str) -> str:
+        """``{topic}.{group}.dlq``; names with characters Kafka refuses are sanitised
+        and suffixed with a short hash so two groups never share a DLQ topic."""
+        name = f"{topic}.{group}.dlq"
+        if _TOPIC_NAME.match(name):
+            return name
+        digest = hashlib.sha256(name.encode("utf-8")).hexdigest()[:10]
+        safe = re.sub(r"[^A-Za-z0-9._-]", "_", f"{topic}.{group}")[:200]
+        return f"{safe}.{digest}.dlq"
+
+    def _admin_client(self) -> AdminClient:
+        if self._admin is None:
+            raise PublishError("the Kafka adapter is not open", retryable=False)
+        return self._admin
+
+
+def _report(
+    loop: asyncio.AbstractEventLoop,
+    fut: asyncio.Future[KafkaError | None],
+    err: KafkaError | None,
+    _record: Any,
+) -> None:
+    """Delivery-report callback: runs in whichever thread polls the producer."""
+
+    def settle() -> None:
+        if not fut.done():
+            fut.set_result(err)
+
+    with contextlib.suppress(RuntimeError):  # a closed loop: the publisher is gone
+        loop.call_soon_threadsafe(settle)

@@ -1,0 +1,230 @@
+"""The state one Kafka consumer shares between its fetch thread and the event loop.
+
+Every method takes the lock; none calls the Kafka client. The fetch thread adds
+records and applies the resulting seeks, pauses and commits; the event loop takes
+messages and settles them. Per-partition order: records of a partition are handed out
+in offset order, except that a record whose key has a message in flight stays in the
+buffer until that message is settled (per-key order even for a consumer that settles
+out of order: a key's next message is never handed out while an earlier one is
+unsettled). A nack of offset ``o`` drops the partition's buffered records and asks the
+thread to seek back to ``o``, so ``o`` comes again before anything after it; messages
+of other keys already handed out stay in flight.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from polybus._message import Message
+
+from ._ledger import PartitionLedger
+from ._records import to_message
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    partition: int
+    offset: int
+    generation: int
+    key: str | None
+
+
+@dataclass(slots=True)
+class _Partition:
+    generation: int
+    ledger: PartitionLedger = field(default_factory=PartitionLedger)
+    rewind_to: int | None = None
+    delayed_until: float = 0.0
+    busy: set[str] = field(default_factory=set)
+    """Keys with a message in flight."""
+
+
+@dataclass(slots=True)
+class _Fetched:
+    partition: int
+    offset: int
+    generation: int
+    message: Message
+
+
+@dataclass(slots=True)
+class Actions:
+    """What the fetch thread must do with the client, decided under the lock."""
+
+    seeks: list[tuple[int, int]] = field(default_factory=list)
+    commits: list[tuple[int, int]] = field(default_factory=list)
+    delayed: set[int] = field(default_factory=set)
+
+
+class ConsumerState:
+    def __init__(self, topic: str, group: str, capacity: int) -> None:
+        self.topic = topic
+        self.group = group
+        self.capacity = capacity
+        self.lock = threading.Lock()
+        self._parts: dict[int, _Partition] = {}
+        self._buffer: deque[_Fetched] = deque()
+        self._generation = 0
+
+    # -- fetch thread -----------------------------------------------------------
+
+    def assigned(self, partitions: list[int]) -> None:
+        with self.lock:
+            for p in partitions:
+                self._generation += 1
+                self._parts[p] = _Partition(self._generation)
+
+    def revoked(self, partitions: list[int]) -> list[tuple[int, int]]:
+        """Forget ``partitions``; return the positions still to commit for them.
+
+        Their buffered records are dropped and their in-flight messages become stale:
+        a later ack of one is ignored, and the new owner receives it again.
+        """
+        with self.lock:
+            out = []
+            gone = set(partitions)
+            floors = self._floors()
+            for p in partitions:
+                part = self._parts.pop(p, None)
+                if part is not None:
+                    due = part.ledger.commit_due(floors.get(p))
+                    if due is not None:
+                        out.append((p, due))
+            self._buffer = deque(f for f in self._buffer if f.partition not in gone)
+            return out
+
+    def room(self) -> int:
+        with self.lock:
+            return self.capacity - len(self._buffer)
+
+    def add(self, records: list[Any]) -> int:
+        """Buffer the admitted records; return how many were buffered."""
+        added = 0
+        with self.lock:
+            for rec in records:
+                p = rec.partition()
+                part = self._parts.get(p)
+                if part is None or part.rewind_to is not None:
+                    continue  # not ours any more, or fetched before a pending seek
+                if not part.ledger.admits(rec.offset()):
+                    continue  # in flight or acked: a re-fetch after a seek
+                msg = to_message(rec, self.topic, self.group)
+                self._buffer.append(_Fetched(p, rec.offset(), part.generation, msg))
+                added += 1
+        return added
+
+    def actions(self, now: float) -> Actions:
+        """Seeks to run (clearing them), positions to commit, partitions to keep paused."""
+        out = Actions()
+        with self.lock:
+            floors = self._floors()
+            for p, part in self._parts.items():
+                if part.rewind_to is not None:
+                    out.seeks.append((p, part.rewind_to))
+                    part.rewind_to = None
+                due = part.ledger.commit_due(floors.get(p))
+                if due is not None:
+                    out.commits.append((p, due))
+                if part.delayed_until > now:
+                    out.delayed.add(p)
+        return out
+
+    def committed(self, commits: list[tuple[int, int]]) -> None:
+        with self.lock:
+            for p, pos in commits:
+                part = self._parts.get(p)
+                if part is not None:
+                    part.ledger.committed = pos
+
+    def commit_failed(self, partitions: list[int]) -> None:
+        with self.lock:
+            for p in partitions:
+                part = self._parts.get(p)
+                if part is not None:
+                    part.ledger.committed = None
+
+    def positions(self) -> list[tuple[int, int]]:
+        """Every position worth committing now (for close)."""
+        with self.lock:
+            out = []
+            floors = self._floors()
+            for p, part in self._parts.items():
+                due = part.ledger.commit_due(floors.get(p))
+                if due is not None:
+                    out.append((p, due))
+            return out
+
+    # -- event loop ---------------------------------------------------------------
+
+    def take(self, max_messages: int, now: float) -> list[Message]:
+        out: list[Message] = []
+        with self.lock:
+            kept: deque[_Fetched] = deque()
+            while self._buffer and len(out) < max_messages:
+                item = self._buffer.popleft()
+                part = self._parts.get(item.partition)
+                if part is None or part.generation != item.generation:
+                    continue
+                key = item.message.key
+                if part.delayed_until > now or part.rewind_to is not None or key in part.busy:
+                    kept.append(item)
+                    continue
+                msg = item.message
+                if key is not None:
+                    part.busy.add(key)
+                msg.delivery_attempt = part.ledger.hand_out(item.offset)
+                msg.receipt = Receipt(item.partition, item.offset, item.generation, key)
+                out.append(msg)
+            kept.extend(self._buffer)
+            self._buffer = kept
+        return out
+
+    def ack(self, receipt: Receipt) -> bool:
+        with self.lock:
+            part = self._live(receipt)
+            if part is None or not part.ledger.ack(receipt.offset):
+                return False
+            if receipt.key is not None:
+                part.busy.discard(receipt.key)
+            return True
+
+    def nack(self, receipt: Receipt, delay: float | None) -> bool:
+        """Give the message back; the partition rewinds to it (after ``delay``)."""
+        with self.lock:
+            part = self._live(receipt)
+            if part is None or not part.ledger.nack(receipt.offset):
+                return False
+            if receipt.key is not None:
+                part.busy.discard(receipt.key)
+            p = receipt.partition
+            dropped = [f.offset for f in self._buffer if f.partition == p]
+            if dropped:
+                self._buffer = deque(f for f in self._buffer if f.partition != p)
+            target = part.ledger.rewind(dropped)
+            part.rewind_to = target if part.rewind_to is None else min(part.rewind_to, target)
+            if delay:
+                part.delayed_until = max(part.delayed_until, time.monotonic() + delay)
+            return True
+
+    def _live(self, receipt: Receipt) -> _Partition | None:
+        part = self._parts.get(receipt.partition)
+        if part is None or part.generation != receipt.generation:
+            return None
+        return part
+
+    def _floors(self) -> dict[int, int]:
+        """Per partition, the lowest offset buffered and not handed out (lock held)."""
+        floors: dict[int, int] = {}
+        for item in self._buffer:
+            low = floors.get(item.partition)
+            if low is None or item.offset < low:
+                floors[item.partition] = item.offset
+        return floors
+
+    def buffered(self) -> int:
+        with self.lock:
+            return len(self._buffer)

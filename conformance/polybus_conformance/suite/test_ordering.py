@@ -1,0 +1,87 @@
+"""Catalogue 7: messages with the same key keep their publish order."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+
+import pytest
+
+from polybus import Bus, Message, Outgoing
+from polybus_conformance.fixtures import BusFactory, Names, Target
+from polybus_conformance.markers import needs
+from polybus_conformance.waiting import consume_concurrently
+
+pytestmark = pytest.mark.asyncio
+
+KEYS = 16
+
+
+async def _publish_interleaved(bus: Bus, topic: str, per_key: int) -> dict[str, int]:
+    """Publish ``per_key`` messages for each of 16 keys, round-robin; id -> sequence."""
+    plan = [(k, seq) for seq in range(per_key) for k in range(KEYS)]
+    batch = [Outgoing(f"{k}:{seq}".encode(), key=f"key-{k}") for k, seq in plan]
+    ids = await bus.publish_many(topic, batch)
+    return {mid: seq for mid, (_, seq) in zip(ids, plan, strict=True)}
+
+
+async def _check_order(
+    target: Target, buses: list[Bus], topic: str, group: str, max_in_flight: int
+) -> None:
+    producer = buses[0]
+    await producer.declare(topic, group)
+    per_key = max(2, target.profile.volume // KEYS)
+    subs = [b.subscribe(topic, group=group, max_in_flight=max_in_flight) for b in buses]
+    for sub in subs:
+        await sub.open()
+    first_seen: dict[str, list[int]] = defaultdict(list)
+    unsettled: dict[str, str] = {}
+    overlaps: list[str] = []
+    acked: set[str] = set()
+    sequence: dict[str, int] = {}
+
+    async def on_message(index: int, msg: Message) -> None:
+        key = msg.key or ""
+        if key in unsettled:
+            overlaps.append(f"{key}: {msg.id} handed out while {unsettled[key]} was unsettled")
+        unsettled[key] = msg.id
+        if msg.delivery_attempt == 1:
+            first_seen[key].append(sequence[msg.id])
+        # give the other consumers a chance to receive the key's next message now
+        await asyncio.sleep(0)
+        del unsettled[key]
+        acked.add(msg.id)
+        await msg.ack()
+
+    try:
+        sequence.update(await _publish_interleaved(producer, topic, per_key))
+        await consume_concurrently(
+            subs,
+            on_message,
+            lambda: acked >= set(sequence),
+            idle_timeout=target.profile.idle_timeout,
+            progress=lambda: f"{len(acked)} of {len(sequence)} delivered",
+        )
+    finally:
+        for sub in subs:
+            await sub.close()
+    assert not overlaps, overlaps[:5]
+    for k in range(KEYS):
+        order = first_seen[f"key-{k}"]
+        assert order == sorted(order), f"key-{k} delivered out of order: {order}"
+
+
+@needs("ordering:per_key", "competing_consumers")
+async def test_per_key_order(polybus_target: Target, bus_factory: BusFactory, names: Names) -> None:
+    """7 per-key order: 16 keys interleaved, 3 consumers, order kept per key"""
+    buses = [await bus_factory() for _ in range(3)]
+    await _check_order(polybus_target, buses, names.topic(), names.group(), max_in_flight=8)
+
+
+@needs("ordering:per_queue_single_consumer")
+async def test_per_key_order_single_consumer(
+    polybus_target: Target, bus_factory: BusFactory, names: Names
+) -> None:
+    """7 per-key order: 16 keys interleaved, one consumer, order kept per key"""
+    buses = [await bus_factory()]
+    await _check_order(polybus_target, buses, names.topic(), names.group(), max_in_flight=8)

@@ -1,0 +1,135 @@
+"""Retry: jittered exponential backoff for transient handler errors.
+
+Short waits happen in process (the message keeps its slot and its key's lane, so
+per-key order holds); a wait longer than ``inline_max_delay`` goes back to the broker
+with ``msg.nack(delay=...)`` so the stream is not blocked. Permanent errors
+(:data:`~polybus.middleware.PERMANENT`, ``permanent=``, or ``retryable = False``)
+are re-raised at once, never retried. When attempts or the total retry time run out,
+:class:`RetriesExhausted` is raised from the last error, for the dead-letter
+middleware to route.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from .._message import Message, now
+from .._worker import Handler
+from ..errors import ConfigError
+from ._common import RetriesExhausted, is_permanent
+from .backoff import Backoff
+
+__all__ = ["Retry"]
+
+_Key = tuple[str, str | None, str]
+
+
+@dataclass(slots=True)
+class _History:
+    attempts: int
+    first_failure: datetime
+    started: float
+    previous_delay: float | None = None
+
+
+class Retry:
+    """Retry transient failures with backoff; defaults 10 attempts, 0.1 s doubling to
+    30 s with full jitter, at most ``max_elapsed`` seconds from the first failure.
+
+    An attempt is one run of the handler. Attempts made before a broker redelivery are
+    remembered in process (bounded by ``history_size``); after a crash the count
+    restarts from the message's ``delivery_attempt``. ``rng``, ``sleep`` and ``clock``
+    are injectable so schedules are deterministic in tests.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_attempts: int = 10,
+        backoff: Backoff | None = None,
+        max_elapsed: float = 300.0,
+        inline_max_delay: float = 1.0,
+        permanent: tuple[type[BaseException], ...] = (),
+        rng: random.Random | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        history_size: int = 10_000,
+    ) -> None:
+        if max_attempts < 1:
+            raise ConfigError("max_attempts", f"must be >= 1, got {max_attempts!r}")
+        if not max_elapsed > 0:
+            raise ConfigError("max_elapsed", f"must be > 0, got {max_elapsed!r}")
+        if not inline_max_delay >= 0:
+            raise ConfigError("inline_max_delay", f"must be >= 0, got {inline_max_delay!r}")
+        self.max_attempts = max_attempts
+        self.backoff = backoff or Backoff()
+        self.max_elapsed = max_elapsed
+        self.inline_max_delay = inline_max_delay
+        self.permanent = permanent
+        self.rng = rng or random.Random()
+        self._sleep = sleep
+        self._clock = clock
+        self._history: OrderedDict[_Key, _History] = OrderedDict()
+        self._history_size = history_size
+
+    def __repr__(self) -> str:
+        return f"<Retry max_attempts={self.max_attempts} {self.backoff!r}>"
+
+    def __call__(self, handler: Handler) -> Handler:
+        history = self._history
+
+        async def retrying(msg: Message) -> None:
+            try:
+                await handler(msg)
+            except Exception as exc:
+                await self._failed(handler, msg, exc)
+                return
+            if history:
+                history.pop((msg.topic, msg.group, msg.id), None)
+
+        return retrying
+
+    async def _failed(self, handler: Handler, msg: Message, exc: Exception) -> None:
+        key = (msg.topic, msg.group, msg.id)
+        past = self._history.pop(key, None)
+        if past is None:
+            past = _History(msg.delivery_attempt - 1, now(), self._clock())
+        else:
+            past.attempts = max(past.attempts, msg.delivery_attempt - 1)
+        while True:
+            if msg.settled:  # the handler settled it itself: its decision stands
+                raise exc
+            past.attempts += 1
+            if is_permanent(exc, self.permanent):
+                raise exc
+            if past.attempts >= self.max_attempts:
+                raise self._exhausted(msg, past) from exc
+            delay = self.backoff.delay(past.attempts, self.rng, past.previous_delay)
+            if self._clock() - past.started + delay > self.max_elapsed:
+                raise self._exhausted(msg, past) from exc
+            past.previous_delay = delay
+            if delay > self.inline_max_delay:
+                self._remember(key, past)
+                await msg.nack(delay=delay)
+                return
+            await self._sleep(delay)
+            try:
+                await handler(msg)
+            except Exception as again:
+                exc = again
+                continue
+            return
+
+    def _exhausted(self, msg: Message, past: _History) -> RetriesExhausted:
+        return RetriesExhausted(msg.id, past.attempts, past.first_failure, now())
+
+    def _remember(self, key: _Key, past: _History) -> None:
+        self._history[key] = past
+        while len(self._history) > self._history_size:
+            self._history.popitem(last=False)

@@ -1,0 +1,114 @@
+"""RedisStore: a shared store on Redis (redis-py asyncio). Fast; not transactional."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ..config import redact
+from .base import Claim
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+__all__ = ["RedisStore"]
+
+# drop a lease only if it is still a lease (never a done marker written meanwhile)
+_RELEASE = (
+    "if redis.call('GET', KEYS[1]) == 'lease' then return redis.call('DEL', KEYS[1]) end return 0"
+)
+# keep the highest sequence
+_ADVANCE = (
+    "local c = redis.call('GET', KEYS[1]) "
+    "if (not c) or tonumber(ARGV[1]) > tonumber(c) then redis.call('SET', KEYS[1], ARGV[1]) end "
+    "return 0"
+)
+
+
+class RedisStore:
+    """A :class:`~polybus.stores.Store` in Redis keys ``PREFIX + scope + ':' + key``.
+
+    Leases are ``SET NX PX`` keys, so an expired lease frees itself; done markers with
+    a ``ttl`` expire through Redis. Durability is Redis's (AOF/RDB settings); it cannot
+    join a database transaction, so ``Idempotency(atomic=True)`` refuses it.
+    ``url`` is a ``redis://`` URL; its password never appears in reprs or errors.
+    Needs the ``redis`` extra.
+    """
+
+    def __init__(self, url: str = "redis://127.0.0.1:6379/0", *, prefix: str = "polybus:") -> None:
+        self._url = url
+        self.prefix = prefix
+        self._client: Redis | None = None
+
+    def __repr__(self) -> str:
+        return f"<RedisStore {redact(self._url)} prefix={self.prefix!r}>"
+
+    def _redis(self) -> Redis:
+        if self._client is None:
+            from redis.asyncio import Redis
+
+            self._client = Redis.from_url(self._url, decode_responses=True)
+        return self._client
+
+    def _key(self, kind: str, scope: str, key: str) -> str:
+        return f"{self.prefix}{kind}:{scope}:{key}"
+
+    async def claim(self, scope: str, key: str, lease: float) -> Claim:
+        r = self._redis()
+        k = self._key("claim", scope, key)
+        for _ in range(5):  # the key expired between the two commands: try again
+            if await r.set(k, "lease", nx=True, px=_ms(lease)):
+                return Claim.CLAIMED
+            state = await r.get(k)
+            if state is not None:
+                return Claim.DONE if state == "done" else Claim.BUSY
+        return Claim.BUSY
+
+    async def complete(self, scope: str, key: str, ttl: float | None) -> None:
+        px = None if ttl is None else _ms(ttl)
+        await self._redis().set(self._key("claim", scope, key), "done", px=px)
+
+    async def release(self, scope: str, key: str) -> None:
+        await _eval(self._redis(), _RELEASE, self._key("claim", scope, key))
+
+    async def sequence(self, scope: str, entity: str) -> int | None:
+        value = await self._redis().get(self._key("seq", scope, entity))
+        return None if value is None else int(value)
+
+    async def advance(self, scope: str, entity: str, value: int) -> None:
+        await _eval(self._redis(), _ADVANCE, self._key("seq", scope, entity), str(value))
+
+    async def incr(self, scope: str, key: str, ttl: float) -> int:
+        k = self._key("count", scope, key)
+        async with self._redis().pipeline(transaction=True) as pipe:
+            pipe.incr(k)
+            pipe.pexpire(k, _ms(ttl))
+            value, _ = await pipe.execute()
+        return int(value)
+
+    async def reset(self, scope: str, key: str) -> None:
+        await self._redis().delete(self._key("count", scope, key))
+
+    async def delete_all(self) -> int:
+        """Delete every key under this store's prefix (tests and teardown)."""
+        r = self._redis()
+        keys = [k async for k in r.scan_iter(match=f"{self.prefix}*")]
+        return int(await r.delete(*keys)) if keys else 0
+
+    async def close(self) -> None:
+        if self._client is not None:
+            client, self._client = self._client, None
+            await client.aclose()
+
+    async def __aenter__(self) -> RedisStore:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+def _ms(seconds: float) -> int:
+    return max(1, int(seconds * 1000))
+
+
+async def _eval(r: Redis, script: str, key: str, *args: str) -> Any:
+    return await r.eval(script, 1, key, *args)
