@@ -43,6 +43,13 @@ def capabilities_for(settings: RabbitMQSettings) -> Capabilities:
     )
 
 
+def _without_userinfo(url: str) -> str:
+    # the user name is left out too: it is often the password as well (guest:guest)
+    scheme, _, rest = url.partition("://")
+    head, sep, tail = rest.partition("/")
+    return f"{scheme}://{head.rsplit('@', 1)[-1]}{sep}{tail}"
+
+
 class RabbitMQAdapter(Adapter):
     """RabbitMQ: topics are fanout exchanges, groups durable (quorum) queues.
 
@@ -54,7 +61,7 @@ class RabbitMQAdapter(Adapter):
 
     def __init__(self, url: str, settings: RabbitMQSettings, params: list[Any]) -> None:
         self.settings = settings
-        self._url = config.redact(url)
+        self._url = _without_userinfo(config.redact(url))
         self.capabilities = capabilities_for(settings)
         self.names = _topology.Names(settings)
         self.link = Link(

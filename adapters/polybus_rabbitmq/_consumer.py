@@ -81,6 +81,8 @@ class RabbitMQConsumer(Consumer):
 
     async def _start(self) -> None:
         chan = await self.adapter.link.channel()
+        # deliveries may arrive before the consume-ok callback resumes this coroutine
+        self._chan = chan
         try:
             await chan.call(
                 lambda cb: chan.native.basic_qos(prefetch_count=self.max_in_flight, callback=cb)
@@ -92,10 +94,10 @@ class RabbitMQConsumer(Consumer):
                 )
             )
         except Exception as exc:
+            self._chan = None
             await chan.close()
             raise _errors.declare_error(exc, "group", f"consumer of queue {self.queue!r}") from exc
         chan.on_close(lambda reason: self._on_chan_close(chan, reason))
-        self._chan = chan
 
     def _deliver_to(self, chan: Chan) -> Any:
         def on_message(_ch: Any, method: Any, props: Any, body: bytes) -> None:
@@ -158,10 +160,27 @@ class RabbitMQConsumer(Consumer):
             if self._failure is not None:
                 raise self._failure
             batch = self._take(max_messages)
+            limit = self.adapter.names.limits.get((self.topic, self.group))
+            if limit is not None:
+                batch = await self._drop_poisoned(batch, limit)
             if batch:
                 return batch
             self._wake.clear()
             await self._wake.wait()
+
+    async def _drop_poisoned(self, batch: list[Message], limit: int) -> list[Message]:
+        """Dead-letter what comes back beyond the limit without a nack (a consumer that
+        crashed), where the queue has no native limit (declared earlier without one)."""
+        out: list[Message] = []
+        for msg in batch:
+            if msg.delivery_attempt <= limit:
+                out.append(msg)
+                continue
+            d = msg.receipt
+            self._out.pop(d.seq, None)
+            msg.delivery_attempt = limit
+            await self._dead_letter(d, msg, limit)
+        return out
 
     def _take(self, limit: int) -> list[Message]:
         # synchronous from the first hand-out to the return: cancellation-safe

@@ -18,6 +18,8 @@ raises :class:`polybus.errors.ConfigError` naming the object and the broker's re
 
 from __future__ import annotations
 
+import logging
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +28,13 @@ from pika import exceptions as pe
 from . import _errors
 from ._link import Link
 from ._settings import RabbitMQSettings
+
+log = logging.getLogger("polybus.rabbitmq")
+
+LIMIT_ARGUMENTS = frozenset({"x-delivery-limit", "x-dead-letter-exchange"})
+"""Arguments whose difference from an existing queue is tolerated: the consumer then
+enforces ``max_deliveries`` itself (see :mod:`polybus_rabbitmq._consumer`)."""
+_INEQUIVALENT = re.compile(r"inequivalent arg '([^']+)'")
 
 
 @dataclass(slots=True)
@@ -100,14 +109,18 @@ async def declare_group(
     arguments: dict[str, Any],
     *,
     accept_existing: bool,
-) -> None:
-    """Declare ``queue`` with ``arguments`` and bind it to ``exchange``.
+) -> bool:
+    """Declare ``queue`` with ``arguments`` and bind it to ``exchange``; return whether
+    the queue has the requested arguments (False: an existing queue used as it is).
 
     With ``accept_existing`` (the caller asked nothing specific of the group), an
-    existing queue is used as it is, whatever its arguments.
+    existing queue is used whatever its arguments. Otherwise only a difference in the
+    delivery-limit arguments is tolerated (a group first declared without a limit);
+    any other difference raises ConfigError.
     """
     _check_name("queue", "group", queue)
     chan = await link.channel()
+    as_requested = True
     try:
         try:
             await chan.call(
@@ -116,9 +129,19 @@ async def declare_group(
                 )
             )
         except pe.ChannelClosedByBroker as exc:
-            if not accept_existing or exc.reply_code != _errors.PRECONDITION_FAILED:
+            if exc.reply_code != _errors.PRECONDITION_FAILED:
                 raise
-            # declared earlier with other arguments (a delivery limit): use it as it is
+            found = _INEQUIVALENT.search(exc.reply_text or "")
+            if not accept_existing and (found is None or found.group(1) not in LIMIT_ARGUMENTS):
+                raise
+            if not accept_existing:
+                log.warning(
+                    "queue %s exists without the requested delivery limit (%s); "
+                    "polybus enforces the limit in its consumers",
+                    queue,
+                    exc.reply_text,
+                )
+            as_requested = False
             chan = await link.channel()
             await chan.call(lambda cb: chan.native.queue_declare(queue, passive=True, callback=cb))
         await chan.call(lambda cb: chan.native.queue_bind(queue, exchange, callback=cb))
@@ -126,6 +149,7 @@ async def declare_group(
         raise _errors.declare_error(exc, "group", f"queue {queue!r}") from exc
     finally:
         await chan.close()
+    return as_requested
 
 
 async def declare_delay_queue(link: Link, delay_queue: str, work_queue: str) -> None:

@@ -128,4 +128,3 @@ def _alive(pid: int) -> bool:
     with contextlib.suppress(OSError):
         return stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
     return True
-

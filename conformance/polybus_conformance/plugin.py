@@ -14,7 +14,6 @@ result goes into the guarantee matrix, written at the end of the session.
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import AsyncIterator, Generator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -99,7 +98,7 @@ def pytest_configure(config: pytest.Config) -> None:
         backends=selected,
         url=url,
         report_dir=report_dir,
-        workdir=Path(tempfile.mkdtemp(prefix="polybus-brokers-")),
+        workdir=report_dir / "brokers",  # broker logs are kept beside the matrix
     )
     config.stash[_STATE] = state
     config.pluginmanager.register(_Recorder(state), "polybus-conformance-recorder")
@@ -216,7 +215,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     state = session.config.stash[_STATE]
     for broker in state.brokers.values():
         broker.stop()
-    if state.matrix.rows:
+    if state.matrix.ordered():
         json_path, md_path = state.matrix.write(state.report_dir)
         reporter = session.config.pluginmanager.get_plugin("terminalreporter")
         if reporter is not None:

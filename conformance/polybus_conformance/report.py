@@ -52,6 +52,7 @@ class Matrix:
     rows: dict[str, Row] = field(default_factory=dict)
 
     def add_test(self, name: str, description: str) -> None:
+        """Register a collected test (it becomes a row once it has a result)."""
         self.rows.setdefault(name, Row(name, description))
 
     def record(self, name: str, backend: str, report: pytest.TestReport) -> None:
@@ -66,8 +67,10 @@ class Matrix:
         row.cells[backend] = found
 
     def ordered(self) -> list[Row]:
-        """Rows in catalogue order: by the number their description starts with."""
-        return sorted(self.rows.values(), key=lambda row: _catalogue_number(row.description))
+        """Rows that ran (deselected tests have no cells), in catalogue order: by the
+        number their description starts with."""
+        ran = [row for row in self.rows.values() if row.cells]
+        return sorted(ran, key=lambda row: _catalogue_number(row.description))
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -12,7 +12,7 @@ from ._deadletter import DLQ_GROUP, replay_envelope
 from ._message import Envelope, Outgoing, new_id, new_ids, now
 from ._subscription import DeliveryMode, Subscription
 from .capabilities import Capabilities
-from .errors import InvalidMessage, MessageTooLarge
+from .errors import ConfigError, InvalidMessage, MessageTooLarge
 from .spi import Adapter, GroupSettings
 
 if TYPE_CHECKING:
@@ -243,13 +243,18 @@ class Bus:
             max_deliveries=max_deliveries,
         )
 
-    async def declare(self, topic: str, group: str | None = None) -> None:
-        """Create ``topic`` (and ``group`` on it) ahead of time; idempotent."""
+    async def declare(
+        self, topic: str, group: str | None = None, *, max_deliveries: int | None = None
+    ) -> None:
+        """Create ``topic`` (and ``group`` on it, with its dead-letter topic) ahead of
+        time; idempotent. From then on every message published reaches the group.
+        ``max_deliveries`` as for :meth:`subscribe`; None keeps an existing group's limit.
+        """
         _check_topic(topic)
         if group is None:
             await self._ensure_topic(topic)
         else:
-            await self._declare(topic, group, GroupSettings())
+            await self._declare_group(topic, group, max_deliveries)
 
     def dead_letters(self, topic: str, *, group: str, max_in_flight: int = 64) -> Subscription:
         """A subscription to the dead letters of ``group`` on ``topic``: the same shape as
@@ -285,6 +290,13 @@ class Bus:
             await self.adapter.ensure_topic(topic)
             self._declared.add((topic, None))
 
+    async def _declare_group(self, topic: str, group: str, max_deliveries: int | None) -> None:
+        if max_deliveries is not None and max_deliveries < 1:
+            raise ConfigError("max_deliveries", f"must be >= 1, got {max_deliveries!r}")
+        await self._declare(topic, group, GroupSettings(max_deliveries))
+        dlq = self.adapter.dead_letter_topic(topic, group)
+        await self._declare(dlq, DLQ_GROUP, GroupSettings())
+
     async def _declare(self, topic: str, group: str, settings: GroupSettings) -> None:
         await self._ensure_topic(topic)
         await self.adapter.ensure_group(topic, group, settings)
@@ -292,6 +304,4 @@ class Bus:
 
 def _check_topic(topic: object) -> None:
     if not isinstance(topic, str) or not topic:
-        from .errors import ConfigError
-
         raise ConfigError("topic", f"must be a non-empty string, got {topic!r}")

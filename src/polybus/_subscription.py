@@ -8,10 +8,10 @@ from collections import deque
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Literal
 
-from ._deadletter import DLQ_GROUP, dead_letter_envelope
+from ._deadletter import dead_letter_envelope
 from ._message import Message
 from .errors import ConfigError, PolybusError, SettlementError
-from .spi import Consumer, GroupSettings
+from .spi import Consumer
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -81,9 +81,7 @@ class Subscription:
 
     async def open(self) -> Subscription:
         adapter = self.bus.adapter
-        await self.bus._declare(self.topic, self.group, GroupSettings(self.max_deliveries))
-        dlq = adapter.dead_letter_topic(self.topic, self.group)
-        await self.bus._declare(dlq, DLQ_GROUP, GroupSettings())
+        await self.bus._declare_group(self.topic, self.group, self.max_deliveries)
         consumer = adapter.consumer(self.topic, self.group, max_in_flight=self.max_in_flight)
         await consumer.open()
         self._consumer = consumer

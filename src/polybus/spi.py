@@ -46,7 +46,10 @@ class GroupSettings:
     """What the core asks of a group when it declares it."""
 
     max_deliveries: int | None = None
-    """Deliveries after which the broker itself dead-letters (where it can); None: never."""
+    """Deliveries after which the broker itself dead-letters (where it can). None means
+    no preference: an existing group keeps its limit, a new one gets the adapter's
+    default. A different limit for an existing group is applied where the broker can
+    change it in place, else :class:`polybus.errors.ConfigError` names the conflict."""
 
 
 class Consumer(abc.ABC):

@@ -149,8 +149,10 @@ class SyncBus:
             self._portal,
         )
 
-    def declare(self, topic: str, group: str | None = None) -> None:
-        return self._call(self.bus.declare, topic, group)
+    def declare(
+        self, topic: str, group: str | None = None, *, max_deliveries: int | None = None
+    ) -> None:
+        return self._call(self.bus.declare, topic, group, max_deliveries=max_deliveries)
 
     def dead_letters(self, topic: str, *, group: str, max_in_flight: int = 64) -> SyncSubscription:
         return SyncSubscription(

@@ -34,7 +34,8 @@ async def _publish_until_confirmed(bus: polybus.Bus, topic: str, body: bytes, ms
 async def test_restart_loses_no_confirmed_message(tmp_path: Path, kill: bool) -> None:
     topic, group = support.name("restart"), support.name("g")
     with support.private_server(tmp_path) as server:
-        url = f"{server.url}?request_timeout=2&fetch_expires=1"
+        # deliveries in flight when the server stops come back after ack_wait
+        url = f"{server.url}?request_timeout=2&fetch_expires=1&ack_wait=3"
         async with polybus.connect(url) as bus:
             await bus.declare(topic, group)
             before = await bus.publish_many(topic, [f"b{i}".encode() for i in range(200)])

@@ -30,7 +30,7 @@ def _port(broker: Broker) -> int:
 
 
 def _kafka(broker: Broker) -> None:
-    from confluent_kafka.admin import AdminClient, NewTopic
+    from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
     admin = AdminClient({"bootstrap.servers": f"127.0.0.1:{_port(broker)}"})
     futures = admin.create_topics([NewTopic("provisioning-check", num_partitions=2)])
@@ -71,7 +71,7 @@ def _sqs(broker: Broker) -> None:
         region_name="us-east-1",
         endpoint_url=f"http://127.0.0.1:{_port(broker)}",
         aws_access_key_id="x",
-        aws_secret_access_key="x",  # noqa: S106 - moto ignores credentials
+        aws_secret_access_key="x",  # moto ignores credentials
     )
     url = client.create_queue(QueueName="provisioning-check")["QueueUrl"]
     client.send_message(QueueUrl=url, MessageBody="hello")
@@ -175,12 +175,10 @@ class _NotInstalled(NatsLauncher):
         return None
 
 
-def test_missing_program_gives_the_reason(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
+def test_missing_program_gives_the_reason(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.delenv("POLYBUS_NATS_URL", raising=False)
     monkeypatch.setitem(LAUNCHERS, "nats", _NotInstalled())
-    with pytest.raises(Unavailable, match="nats-server .* is not installed"):
+    with pytest.raises(Unavailable, match=r"nats-server .* is not installed"):
         provision("nats", tmp_path, use_docker=False)
 
 

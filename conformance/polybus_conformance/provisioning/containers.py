@@ -8,6 +8,8 @@ so nothing here is imported unless a daemon answered the ping.
 from __future__ import annotations
 
 import importlib
+import os
+import socket
 from typing import Any
 
 from .base import Broker
@@ -25,17 +27,31 @@ LOCALSTACK_IMAGE = "localstack/localstack:3.8"
 
 
 def docker_answers(timeout: float = 2.0) -> bool:
-    """True when a Docker daemon answers a ping within ``timeout`` seconds."""
-    try:
-        import docker
+    """True when a Docker daemon answers ``GET /_ping`` within ``timeout`` seconds.
 
-        client = docker.from_env(timeout=int(max(1, timeout)))
-        try:
-            return bool(client.ping())
-        finally:
-            client.close()
-    except Exception:  # no SDK, no socket, no daemon: all mean "no Docker"
+    Spoken directly over the socket (unix, or ``DOCKER_HOST=tcp://``) so that a missing
+    daemon costs one refused connection and leaves no client object behind.
+    """
+    host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+    try:
+        if host.startswith("unix://"):
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(timeout)
+            address: str | tuple[str, int] = host.removeprefix("unix://")
+        elif host.startswith("tcp://"):
+            name, _, port = host.removeprefix("tcp://").rpartition(":")
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.settimeout(timeout)
+            address = (name, int(port))
+        else:
+            return False
+        with sock:
+            sock.connect(address)
+            sock.sendall(b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n")
+            reply = sock.recv(64)
+    except (OSError, ValueError):
         return False
+    return reply.startswith(b"HTTP/1.") and b" 200 " in reply
 
 
 def start(backend: str) -> Broker:

@@ -91,7 +91,7 @@ class CircuitBreaker:
             token = deferred.set(False)
             try:
                 await handler(msg)
-                ok = msg.settlement != "nack"
+                ok = msg.settlement != "nack" or deferred.get()
             except Exception as exc:
                 ok = isinstance(exc, self.ignore)
                 raise
