@@ -69,6 +69,7 @@ class NatsAdapter(Adapter):
         self._js: JetStreamContext | None = None
         self._publisher: Publisher | None = None
         self._consumers: weakref.WeakSet[NatsConsumer] = weakref.WeakSet()
+        self._last_error: Exception | None = None
 
     def __repr__(self) -> str:
         return f"<NatsAdapter {self.redacted_url()}>"
@@ -125,9 +126,11 @@ class NatsAdapter(Adapter):
         except TypeError as exc:
             raise ConfigError("options", f"not accepted by nats.connect: {exc}") from exc
         except (Exception, TimeoutError) as exc:
+            # nats-py retries inside connect(); its last error says more than our timeout
+            cause = self._last_error if isinstance(exc, TimeoutError) and self._last_error else exc
             raise BrokerUnavailable(
                 f"cannot connect to {self.redacted_url()} within {s.connect_timeout}s: "
-                f"{_errors.describe(exc)}"
+                f"{_errors.describe(cause)}"
             ) from exc
         js = nc.jetstream(timeout=s.request_timeout)
         try:
@@ -161,7 +164,10 @@ class NatsAdapter(Adapter):
             await nc.close()
 
     async def _on_error(self, exc: Exception) -> None:
-        log.warning("nats %s: %s", self.redacted_url(), _errors.describe(exc))
+        self._last_error = exc
+        # before the first connection the error is raised by open(); no need to log it
+        level = logging.WARNING if self._nc is not None else logging.DEBUG
+        log.log(level, "nats %s: %s", self.redacted_url(), _errors.describe(exc))
 
     async def _on_disconnected(self) -> None:
         if self._nc is None or self._nc.is_closed:

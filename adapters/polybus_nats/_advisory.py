@@ -4,10 +4,12 @@ JetStream stops delivering a message to a consumer after ``max_deliver`` deliver
 announces it on ``$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.<stream>.<consumer>``; the
 message stays in the stream but the group would never see it again. Polybus normally
 dead-letters at the last delivery itself, so the advisory only fires when that delivery
-was never settled (the consumer died). Then every live consumer of the group hears it
-through one queue group, and one of them reads the message from the stream and
-publishes the dead-letter copy. The copy keeps the message id as ``Nats-Msg-Id``, so a
-copy published twice (by the consumer and by the advisory) is stored once.
+was never settled (the consumer died). nats-server 2.9 emits it when the group next
+pulls (a consumer waiting for messages keeps a pull request pending). Every live
+consumer of the group hears it through one queue group, and one of them reads the
+message from the stream and publishes the dead-letter copy. The copy keeps the
+message id as ``Nats-Msg-Id``, so a copy published twice (by the consumer and by the
+advisory) is stored once.
 
 Advisories are not persisted: if no consumer of the group is running when it fires,
 the message stays in the stream unread by the group, and polybus logs nothing (it

@@ -130,7 +130,8 @@ class PubSubConsumer(Consumer):
                     waiter.cancel()
             if pull is not None and pull.done():
                 self._pull = None
-                pull.result()  # raises BrokerUnavailable and the like
+                if not pull.cancelled():
+                    pull.result()  # raises BrokerUnavailable and the like
 
     async def _pull_into_ready(self, count: int) -> None:
         subscriber = self.adapter.clients.subscriber
@@ -250,17 +251,29 @@ class PubSubConsumer(Consumer):
         await self._ack_ids([ack_id])
 
     async def _ack_ids(self, ids: list[str]) -> None:
-        assert self._acks is not None
-        done = self._acks.submit(ids)
         if self.adapter.settings.exactly_once:
-            # exactly-once: the ack is only final once Pub/Sub confirmed it
+            await self._confirmed_ack(ids)
+            return
+        # at-least-once: acks are batched; a lost ack means a redelivery
+        assert self._acks is not None
+        self._acks.submit(ids).add_done_callback(self._log_ack_failure)
+
+    async def _confirmed_ack(self, ids: list[str]) -> None:
+        """Exactly-once: the ack is final only once Pub/Sub confirmed it, so it is sent
+        on its own (errors are per ack id) and transient refusals are retried."""
+        subscriber = self.adapter.clients.subscriber
+        deadline = time.monotonic() + self.adapter.settings.connect_timeout
+        while True:
             try:
-                await done
+                await subscriber.acknowledge(subscription=self.path, ack_ids=ids)
+                return
             except Exception as exc:
-                raise SettlementError(f"ack not confirmed by Pub/Sub: {exc}") from exc
-        else:
-            # at-least-once: acks are batched; a lost ack means a redelivery
-            done.add_done_callback(self._log_ack_failure)
+                if not _errors.ack_retryable(exc) or time.monotonic() > deadline:
+                    raise SettlementError(
+                        f"ack of {len(ids)} message(s) on group {self.group!r} not confirmed "
+                        f"by Pub/Sub (they will be redelivered): {exc}"
+                    ) from exc
+                await asyncio.sleep(0.05)
 
     def _log_ack_failure(self, done: asyncio.Future[None]) -> None:
         if not done.cancelled() and done.exception() is not None:
@@ -281,6 +294,8 @@ class PubSubConsumer(Consumer):
                 self._leased.pop(later.receipt, None)
                 ids.append(later.receipt)
         seconds = 0 if not delay else min(600, math.ceil(delay))
+        if len(ids) > 1:
+            self._wake.set()  # the held messages gave back free room for a pull
         await self._modify(ids, seconds)
 
     async def _modify(self, ack_ids: list[str], seconds: int) -> None:

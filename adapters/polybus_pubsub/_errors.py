@@ -65,6 +65,19 @@ def publish_error(exc: BaseException, topic: str, failed_ids: Sequence[str]) -> 
     )
 
 
+EXACTLY_ONCE_FAILURE = "EXACTLY_ONCE_ACKID_FAILURE"
+
+
+def ack_retryable(exc: BaseException) -> bool:
+    """True when an exactly-once acknowledge failed only transiently (Pub/Sub lists
+    ``TRANSIENT_FAILURE_*`` per ack id in the error info), so sending it again may
+    succeed; False for ``PERMANENT_FAILURE_*`` (the message will be redelivered)."""
+    if isinstance(exc, gexc.GoogleAPICallError) and exc.reason == EXACTLY_ONCE_FAILURE:
+        reasons = list((exc.metadata or {}).values())
+        return bool(reasons) and all(r.startswith("TRANSIENT_") for r in reasons)
+    return is_transient(exc)
+
+
 def _detail(exc: BaseException) -> str:
     message = getattr(exc, "message", None)
     text = message if isinstance(message, str) and message else str(exc)

@@ -25,6 +25,7 @@ import contextlib
 import itertools
 import logging
 import math
+from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -68,7 +69,7 @@ class RabbitMQConsumer(Consumer):
         self.max_in_flight = max_in_flight
         self.queue = adapter.names.queue(topic, group)
         self._chan: Chan | None = None
-        self._waiting: list[_Delivery] = []
+        self._waiting: deque[_Delivery] = deque()
         self._out: dict[int, _Delivery] = {}
         self._locked: set[str] = set()
         self._wake = asyncio.Event()
@@ -125,7 +126,7 @@ class RabbitMQConsumer(Consumer):
             return
         self._chan = None
         # unacked deliveries of a dead channel are redelivered by the broker
-        self._waiting = [d for d in self._waiting if d.chan is not chan]
+        self._waiting = deque(d for d in self._waiting if d.chan is not chan)
         for seq, d in list(self._out.items()):
             if d.chan is chan and d.timer is not None:
                 d.timer.cancel()
@@ -185,16 +186,18 @@ class RabbitMQConsumer(Consumer):
     def _take(self, limit: int) -> list[Message]:
         # synchronous from the first hand-out to the return: cancellation-safe
         out: list[Message] = []
-        keep: list[_Delivery] = []
-        for d in self._waiting:
-            if len(out) >= limit or (d.key is not None and d.key in self._locked):
-                keep.append(d)
-                continue
+        skipped: list[_Delivery] = []
+        waiting, locked = self._waiting, self._locked
+        while waiting and len(out) < limit:
+            d = waiting.popleft()
             if d.key is not None:
-                self._locked.add(d.key)
+                if d.key in locked:
+                    skipped.append(d)  # an earlier message of its key is unsettled
+                    continue
+                locked.add(d.key)
             out.append(self._message(d))
             self._out[d.seq] = d
-        self._waiting = keep
+        waiting.extendleft(reversed(skipped))
         return out
 
     def _message(self, d: _Delivery) -> Message:

@@ -28,13 +28,30 @@ from ._link import Chan, Link
 log = logging.getLogger("polybus.rabbitmq")
 
 
-class _Pending:
-    __slots__ = ("future", "id", "returned")
+class _Batch:
+    """The confirms one ``publish`` call waits for: one future for the whole batch."""
 
-    def __init__(self, future: asyncio.Future[bool], id: str) -> None:
+    __slots__ = ("error", "future", "lost", "nacked", "remaining", "returned")
+
+    def __init__(self, future: asyncio.Future[None], size: int) -> None:
         self.future = future
-        self.id = id
-        self.returned = False
+        self.remaining = size
+        self.nacked: list[str] = []
+        self.returned: list[str] = []
+        self.error: BaseException | None = None
+        self.lost: list[str] = []
+
+    def settle(self, id: str, ok: bool) -> None:
+        if not ok:
+            self.nacked.append(id)
+        self.remaining -= 1
+        if self.remaining <= 0 and not self.future.done():
+            self.future.set_result(None)
+
+    def fail(self, reason: BaseException) -> None:
+        self.error = reason
+        if not self.future.done():
+            self.future.set_result(None)
 
 
 class Publisher:
@@ -46,8 +63,8 @@ class Publisher:
         self._chan: Chan | None = None
         self._opening: asyncio.Lock | None = None
         self._next_tag = 0
-        self._pending: OrderedDict[int, _Pending] = OrderedDict()
-        self._by_id: dict[str, _Pending] = {}
+        self._pending: OrderedDict[int, tuple[_Batch, str]] = OrderedDict()
+        self._by_id: dict[str, _Batch] = {}
 
     async def _channel(self) -> Chan:
         if self._chan is not None and self._chan.is_open:
@@ -77,8 +94,8 @@ class Publisher:
         """Publish ``envelopes`` to ``exchange``; return the ids the broker returned as
         unroutable (confirmed, but no queue took them). Raise PublishError otherwise."""
         chan = await self._channel()
-        loop = self.link.loop
-        waits: list[_Pending] = []
+        batch = _Batch(self.link.loop.create_future(), len(envelopes))
+        sent: list[str] = []
         try:
             for env in envelopes:
                 props = _wire.properties(
@@ -88,87 +105,78 @@ class Publisher:
                     exchange, routing_key, env.body, properties=props, mandatory=True
                 )
                 self._next_tag += 1
-                item = _Pending(loop.create_future(), env.id)
-                self._pending[self._next_tag] = item
-                self._by_id[env.id] = item
-                waits.append(item)
+                self._pending[self._next_tag] = (batch, env.id)
+                self._by_id[env.id] = batch
+                sent.append(env.id)
         except Exception as exc:
-            self._forget(waits)
-            sent = {w.id for w in waits}
-            unsent = tuple(e.id for e in envelopes if e.id not in sent)
+            self._forget(batch)
+            unsent = tuple(e.id for e in envelopes[len(sent) :])
             raise _errors.publish_error(
-                chan.reason or exc, "publish failed", tuple(sorted(sent)) + unsent
+                chan.reason or exc, "publish failed", tuple(sent) + unsent
             ) from exc
         try:
             async with asyncio.timeout(self.publish_timeout):
-                await asyncio.wait([w.future for w in waits])
+                await batch.future
         except TimeoutError:
-            failed = tuple(w.id for w in waits if not w.future.done())
-            self._forget(waits)
+            unconfirmed = self._forget(batch)
             raise PublishError(
-                f"no confirm within {self.publish_timeout:g}s for {len(failed)} messages "
-                f"to exchange {exchange!r}",
+                f"no confirm within {self.publish_timeout:g}s for {len(unconfirmed)} "
+                f"messages to exchange {exchange!r}",
                 retryable=True,
-                failed_ids=failed,
+                failed_ids=tuple(unconfirmed),
             ) from None
         finally:
-            for w in waits:
-                if self._by_id.get(w.id) is w:
-                    del self._by_id[w.id]
-        failed = tuple(
-            w.id for w in waits if w.future.exception() is not None or not w.future.result()
-        )
-        if failed:
-            first = next(
-                (w.future.exception() for w in waits if w.future.exception() is not None), None
+            for id in sent:
+                if self._by_id.get(id) is batch:
+                    del self._by_id[id]
+        if batch.error is not None:
+            unconfirmed = self._forget(batch)
+            raise _errors.publish_error(
+                batch.error,
+                f"publish to exchange {exchange!r} not confirmed",
+                tuple(batch.nacked) + tuple(batch.lost) + tuple(unconfirmed),
             )
-            if first is not None:
-                raise _errors.publish_error(
-                    first, f"publish to exchange {exchange!r} not confirmed", failed
-                )
+        if batch.nacked:
             raise PublishError(
-                f"the broker nacked {len(failed)} messages to exchange {exchange!r}",
+                f"the broker nacked {len(batch.nacked)} messages to exchange {exchange!r}",
                 retryable=True,
-                failed_ids=failed,
+                failed_ids=tuple(batch.nacked),
             )
-        return [w.id for w in waits if w.returned]
+        return batch.returned
 
-    def _forget(self, waits: list[_Pending]) -> None:
-        drop = {id(w) for w in waits}
-        for tag in [t for t, p in self._pending.items() if id(p) in drop]:
-            del self._pending[tag]
+    def _forget(self, batch: _Batch) -> list[str]:
+        """Drop the unconfirmed messages of ``batch``; return their ids."""
+        tags = [t for t, (b, _id) in self._pending.items() if b is batch]
+        return [self._pending.pop(t)[1] for t in tags]
 
     def _on_confirm(self, frame: Any) -> None:
         method = frame.method
         ok = isinstance(method, spec.Basic.Ack)
         tag = method.delivery_tag
+        pending = self._pending
         if method.multiple:
-            while self._pending:
-                first = next(iter(self._pending))
+            while pending:
+                first = next(iter(pending))
                 if first > tag:
                     break
-                self._settle(self._pending.pop(first), ok)
+                batch, id = pending.pop(first)
+                batch.settle(id, ok)
         else:
-            item = self._pending.pop(tag, None)
+            item = pending.pop(tag, None)
             if item is not None:
-                self._settle(item, ok)
-
-    @staticmethod
-    def _settle(item: _Pending, ok: bool) -> None:
-        if not item.future.done():
-            item.future.set_result(ok)
+                item[0].settle(item[1], ok)
 
     def _on_return(self, _channel: Any, _method: Any, props: Any, _body: bytes) -> None:
         # a return always precedes the confirm of the same message
-        item = self._by_id.get(props.message_id or "")
-        if item is not None:
-            item.returned = True
+        batch = self._by_id.get(props.message_id or "")
+        if batch is not None:
+            batch.returned.append(props.message_id)
 
     def _on_channel_close(self, reason: BaseException) -> None:
         pending, self._pending = self._pending, OrderedDict()
-        for item in pending.values():
-            if not item.future.done():
-                item.future.set_exception(reason)
+        for batch, id in pending.values():
+            batch.lost.append(id)
+            batch.fail(reason)
         self._chan = None
 
     async def close(self) -> None:

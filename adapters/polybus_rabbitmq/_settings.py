@@ -99,8 +99,11 @@ def parse(url: str, options: Mapping[str, Any]) -> tuple[RabbitMQSettings, list[
                     **native,
                 )
             )
-        except TypeError as exc:
-            raise ConfigError("options", f"not a pika ConnectionParameters keyword: {exc}") from exc
-        except ValueError as exc:
-            raise ConfigError("options", str(exc)) from exc
+        except (TypeError, ValueError) as exc:
+            # name the keys only: pika's message would show the values (maybe secrets)
+            raise ConfigError(
+                "options",
+                f"pika ConnectionParameters refused one of {sorted(settings.options)} "
+                f"({type(exc).__name__})",
+            ) from None
     return settings, params

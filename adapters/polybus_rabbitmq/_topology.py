@@ -113,10 +113,9 @@ async def declare_group(
     """Declare ``queue`` with ``arguments`` and bind it to ``exchange``; return whether
     the queue has the requested arguments (False: an existing queue used as it is).
 
-    With ``accept_existing`` (the caller asked nothing specific of the group), an
-    existing queue is used whatever its arguments. Otherwise only a difference in the
-    delivery-limit arguments is tolerated (a group first declared without a limit);
-    any other difference raises ConfigError.
+    Only a difference in the delivery-limit arguments is tolerated (a group declared
+    earlier with another limit, or none; quietly when ``accept_existing``, the caller
+    asking for no limit); any other difference raises ConfigError.
     """
     _check_name("queue", "group", queue)
     chan = await link.channel()
@@ -132,7 +131,7 @@ async def declare_group(
             if exc.reply_code != _errors.PRECONDITION_FAILED:
                 raise
             found = _INEQUIVALENT.search(exc.reply_text or "")
-            if not accept_existing and (found is None or found.group(1) not in LIMIT_ARGUMENTS):
+            if found is None or found.group(1) not in LIMIT_ARGUMENTS:
                 raise
             if not accept_existing:
                 log.warning(

@@ -33,7 +33,8 @@ def emulator_url() -> Iterator[str]:
     if given:
         yield given
         return
-    from polybus_conformance.provisioning import PubSubEmulatorLauncher, StartFailed
+    from polybus_conformance.provisioning import StartFailed
+    from polybus_conformance.provisioning.pubsub_emulator import PubSubEmulatorLauncher
 
     launcher = PubSubEmulatorLauncher()
     if launcher.find() is None:

@@ -46,6 +46,7 @@ async def test_restart_loses_no_confirmed_message(tmp_path: Path, kill: bool) ->
                     received[msg.id] = received.get(msg.id, 0) + 1
                     await msg.ack()
                 held = await sub.get(timeout=10)  # unsettled across the restart
+                received[held.id] = received.get(held.id, 0) + 1
 
                 server.stop(kill=kill)
                 server.start()

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
 import polybus
 from polybus.errors import ConfigError, InvalidMessage
 from polybus.spi import Envelope
-from polybus_nats import NatsAdapter
-from polybus_nats import _headers, _naming
+from polybus_nats import NatsAdapter, _headers, _naming
 from polybus_nats._settings import parse
 
 
@@ -27,7 +27,8 @@ def test_secrets_never_in_repr_or_redacted_url() -> None:
         "nats://alice:s3cret@h1:4300", {"options": {"user_credentials_password": "x9y8"}}
     )
     shown = repr(adapter) + adapter.redacted_url() + repr(adapter.settings)
-    assert "s3cret" not in shown and "x9y8" not in shown
+    assert "s3cret" not in shown
+    assert "x9y8" not in shown
     assert adapter.redacted_url() == "nats://alice:***@h1:4300"
     assert "tok3n" not in NatsAdapter.from_url("nats://tok3n@h1", {}).redacted_url()
 
@@ -47,7 +48,7 @@ def test_secrets_never_in_repr_or_redacted_url() -> None:
         ("nats://h/path", {}, "url"),
     ],
 )
-def test_bad_settings_name_the_field(url: str, options: dict[str, object], field: str) -> None:
+def test_bad_settings_name_the_field(url: str, options: dict[str, Any], field: str) -> None:
     with pytest.raises(ConfigError) as caught:
         polybus.connect(url, **options)
     assert caught.value.field == field
@@ -66,7 +67,8 @@ def test_names_keep_valid_tokens_and_hash_the_rest() -> None:
     assert _naming.subject("polybus", "orders.created") == "polybus.orders.created"
     assert _naming.stream_name("p-", "orders.created") == "p-orders_created"
     odd = _naming.stream_name("p-", "my topic/ü")
-    assert odd.startswith("p-my_topic-") and len(odd.rsplit("-", 1)[1]) == 10
+    assert odd.startswith("p-my_topic-")
+    assert len(odd.rsplit("-", 1)[1]) == 10
     assert _naming.subject("polybus", "a..b") != "polybus.a..b"
     assert _naming.stream_name("", "a b") != _naming.stream_name("", "a/b")
     assert _naming.consumer_name("g.1") != _naming.consumer_name("g_1")
@@ -85,7 +87,9 @@ def test_headers_round_trip_byte_exact_even_with_newlines_and_blanks() -> None:
     env = _envelope(user, key=" spaced key ")
     wire = _headers.encode(env, "S")
     for value in wire.values():
-        assert "\n" not in value and "\r" not in value and value == value.strip()
+        assert "\n" not in value
+        assert "\r" not in value
+        assert value == value.strip()
     assert wire[_headers.MSG_ID] == "id-1"
     back = _headers.decode(wire)
     assert back.headers == user

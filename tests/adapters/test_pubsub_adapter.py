@@ -5,6 +5,7 @@ handling per key, sanitised names, exactly-once subscriptions."""
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator, Iterator
 
 import pubsub_support as support
@@ -45,7 +46,9 @@ async def test_groups_get_a_dead_letter_policy_and_dlq_subscription(bus: Bus) ->
     async with bus.subscribe(topic, group="limited", max_deliveries=2):
         pass
     subscriber = adapter.clients.subscriber
-    plain = await subscriber.get_subscription(subscription=adapter.subscription_path(topic, "plain"))
+    plain = await subscriber.get_subscription(
+        subscription=adapter.subscription_path(topic, "plain")
+    )
     limited = await subscriber.get_subscription(
         subscription=adapter.subscription_path(topic, "limited")
     )
@@ -102,9 +105,7 @@ async def test_limit_dead_letters_with_polybus_metadata(bus: Bus) -> None:
     assert copy.headers["polybus-dlq-original-topic"] == topic
 
 
-async def test_broker_dead_letters_at_its_own_limit(bus: Bus) -> None:
-    """Above Pub/Sub's range (100) the broker's policy moves the message itself."""
-    topic = support.name("native")
+async def _nack_until_broker_dead_letters(bus: Bus, topic: str) -> None:
     async with bus.subscribe(topic, group="g", max_deliveries=1000) as sub:
         msg_id = await bus.publish(topic, b"never-ok")
         for attempt in range(1, 101):
@@ -119,13 +120,33 @@ async def test_broker_dead_letters_at_its_own_limit(bus: Bus) -> None:
     assert (copy.id, copy.body) == (msg_id, b"never-ok")
 
 
+def _is_emulator(url: str) -> bool:
+    return "emulator=" in url or bool(os.environ.get("PUBSUB_EMULATOR_HOST"))
+
+
+async def test_broker_dead_letters_at_its_own_limit(url: str) -> None:
+    """Above Pub/Sub's range (100) the broker's policy moves the message itself."""
+    async with polybus.connect(url, ordering=False) as bus:
+        await _nack_until_broker_dead_letters(bus, support.name("native"))
+
+
+async def test_broker_dead_letters_on_ordered_subscriptions(url: str, bus: Bus) -> None:
+    if _is_emulator(url):
+        pytest.xfail(
+            "Pub/Sub emulator defect: on a subscription with message ordering it never "
+            "forwards a message to the dead-letter topic at max_delivery_attempts; the "
+            "message is neither delivered nor forwarded again"
+        )
+    await _nack_until_broker_dead_letters(bus, support.name("native-ordered"))
+
+
 async def test_message_too_large(bus: Bus) -> None:
     topic = support.name("large")
     limit = bus.capabilities.max_message_size
     with pytest.raises(MessageTooLarge):
         await bus.publish(topic, b"x" * (limit + 1))
-    # what the core cannot see: attributes pushing the Pub/Sub message over 10 MB
-    env = bus.envelope(b"x" * (limit - 5000), headers={"h": "y" * 4000})
+    # the adapter checks the encoded Pub/Sub message itself too (10 MB with attributes)
+    env = bus.envelope(b"x" * 9_999_990, headers={"h": "y" * 100})
     await bus.declare(topic)
     with pytest.raises(MessageTooLarge):
         await bus.adapter.publish(topic, [env])
@@ -150,7 +171,7 @@ async def test_nack_gives_back_later_messages_of_the_key(bus: Bus) -> None:
         with pytest.raises(TimeoutError):  # the key's next message waits for this one
             await sub.get(timeout=1)
         await first.nack()
-        seen = []
+        seen: list[tuple[str, int]] = []
         while len(seen) < 3:
             msg = await sub.get(timeout=IDLE)
             seen.append((msg.id, msg.delivery_attempt))
@@ -162,16 +183,17 @@ async def test_nack_gives_back_later_messages_of_the_key(bus: Bus) -> None:
 async def test_lease_is_extended_for_slow_handlers(url: str, bus: Bus) -> None:
     """A message held past the 10 s ack deadline does not go to a competing consumer."""
     topic = support.name("lease")
-    async with polybus.connect(url) as other:
-        async with bus.subscribe(topic, group="g") as slow, other.subscribe(
-            topic, group="g"
-        ) as competitor:
-            msg_id = await bus.publish(topic, b"slow")
-            held = await slow.get(timeout=IDLE)
-            assert held.id == msg_id
-            with pytest.raises(TimeoutError):
-                await competitor.get(timeout=14)  # past the 10 s ack deadline
-            await held.ack()
+    async with (
+        polybus.connect(url) as other,
+        bus.subscribe(topic, group="g") as slow,
+        other.subscribe(topic, group="g") as competitor,
+    ):
+        msg_id = await bus.publish(topic, b"slow")
+        held = await slow.get(timeout=IDLE)
+        assert held.id == msg_id
+        with pytest.raises(TimeoutError):
+            await competitor.get(timeout=14)  # past the 10 s ack deadline
+        await held.ack()
 
 
 async def test_sanitised_names_work_end_to_end(bus: Bus) -> None:
@@ -230,7 +252,7 @@ async def test_concurrent_publishes_are_all_confirmed(bus: Bus) -> None:
     topic = support.name("many")
     async with bus.subscribe(topic, group="g", max_in_flight=256) as sub:
         ids = await asyncio.gather(*(bus.publish(topic, f"{i}") for i in range(300)))
-        seen = set()
+        seen: set[str] = set()
         while len(seen) < len(ids):
             msg = await sub.get(timeout=IDLE)
             seen.add(msg.id)
