@@ -77,12 +77,13 @@ class SQSAdapter(Adapter):
 
     def redacted_url(self) -> str:
         s = self.settings
-        query = {"region": s.region, "endpoint_url": s.endpoint_url}
+        endpoint = config.redact(s.endpoint_url) if s.endpoint_url else None
+        query = {"region": s.region, "endpoint_url": endpoint}
         if s.fifo:
             query["fifo"] = "true"
         if not s.sns:
             query["sns"] = "false"
-        shown = urlencode({k: v for k, v in query.items() if v}, safe=":/")
+        shown = urlencode({k: v for k, v in query.items() if v}, safe=":/@*")
         return config.redact(f"sqs://?{shown}" if shown else "sqs://")
 
     async def open(self) -> None:
