@@ -182,7 +182,11 @@ class KafkaConsumer(Consumer):
             self._kick.wait(self.settings.poll_interval)
             self._kick.clear()
             return
-        records = native.consume(max(room, 1), self.settings.poll_interval)
+        # consume(n, timeout) waits until n records or the timeout: wait for the first
+        # record only, then take whatever else is already there without waiting
+        records = native.consume(1, self.settings.poll_interval)
+        if records and room > 1:
+            records.extend(native.consume(room - 1, 0))
         good = []
         for rec in records:
             err = rec.error()

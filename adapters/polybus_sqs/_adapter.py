@@ -140,6 +140,11 @@ class SQSAdapter(Adapter):
     async def _send(self, op: str, topic: str, **kwargs: Any) -> dict[str, Any]:
         call = self.clients.raw_sns if self.settings.sns else self.clients.raw_sqs
         try:
+            entries = kwargs.get("PublishBatchRequestEntries") or kwargs.get("Entries") or []
+            if len(entries) == 1:
+                # one message: the plain call is cheaper than a batch of one, and an
+                # error raised by it is the whole (one-entry) batch failing
+                return await self._send_one(call, entries[0], kwargs)
             out: dict[str, Any] = await call(op, **kwargs)
         except Exception as exc:
             # PublishError (failed ids filled in by the caller), or ConfigError (credentials)
@@ -147,6 +152,16 @@ class SQSAdapter(Adapter):
                 exc, f"publish to topic {topic!r}", secrets=self.clients.secrets, publish_ids=()
             ) from exc
         return out
+
+    async def _send_one(
+        self, call: Any, entry: dict[str, Any], kwargs: dict[str, Any]
+    ) -> dict[str, Any]:
+        single = {k: v for k, v in entry.items() if k != "Id"}
+        if self.settings.sns:
+            await call("publish", TopicArn=kwargs["TopicArn"], **single)
+        else:
+            await call("send_message", QueueUrl=kwargs["QueueUrl"], **single)
+        return {"Successful": [{"Id": entry["Id"]}], "Failed": []}
 
     def consumer(self, topic: str, group: str, *, max_in_flight: int) -> Consumer:
         consumer = SQSConsumer(self, topic, group, max_in_flight=max_in_flight)

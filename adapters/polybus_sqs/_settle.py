@@ -53,13 +53,19 @@ class Deleter:
 
     async def _send(self, chunk: list[tuple[str, str, asyncio.Future[None]]]) -> None:
         entries = [{"Id": str(i), "ReceiptHandle": r} for i, (_, r, _f) in enumerate(chunk)]
+        action = f"ack (delete) on queue {self.queue_name!r}"
         try:
-            out = await self.clients.sqs(
-                "delete_message_batch",
-                f"ack (delete) on queue {self.queue_name!r}",
-                QueueUrl=self.queue_url,
-                Entries=entries,
-            )
+            if len(chunk) == 1:
+                # a lone ack (the common case of awaiting each ack): the plain call is
+                # cheaper than a batch of one
+                await self.clients.sqs(
+                    "delete_message", action, QueueUrl=self.queue_url, ReceiptHandle=chunk[0][1]
+                )
+                out: dict[str, Any] = {}
+            else:
+                out = await self.clients.sqs(
+                    "delete_message_batch", action, QueueUrl=self.queue_url, Entries=entries
+                )
         except Exception as exc:
             for _, _, future in chunk:
                 if not future.done():

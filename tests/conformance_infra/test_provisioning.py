@@ -116,7 +116,8 @@ def test_launcher_starts_and_stops(backend: str, tmp_path: Path) -> None:
         port = _port(broker)
         assert port_open(port)
         CHECKS[backend](broker)
-        pids = _pids(tmp_path)
+        pids = _pids(tmp_path, set(broker.pids))
+        assert pids, "found no process of the broker"
         broker.stop()
         stopped = True
         assert not port_open(port), "the port is still open after stop"
@@ -128,8 +129,9 @@ def test_launcher_starts_and_stops(backend: str, tmp_path: Path) -> None:
             broker.stop()
 
 
-def _pids(workdir: Path) -> list[int]:
-    """Processes whose command line mentions ``workdir`` or that are our children."""
+def _pids(workdir: Path, launched: set[int]) -> list[int]:
+    """The broker's processes: those it launched, their process groups, and any process
+    whose command line mentions ``workdir`` (other tests' servers are left out)."""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -139,8 +141,9 @@ def _pids(workdir: Path) -> list[int]:
             stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        if str(workdir).encode() in cmdline or int(stat[1]) == os.getpid():
-            found.append(int(entry.name))
+        pid, pgrp = int(entry.name), int(stat[2])
+        if str(workdir).encode() in cmdline or pid in launched or pgrp in launched:
+            found.append(pid)
     return found
 
 

@@ -1,0 +1,115 @@
+"""Raw confluent-kafka baseline for ``polybus bench kafka``.
+
+The same guarantees as the SDK: idempotent producer with ``acks=all`` and the same
+partitioner and linger, a publish returns after every delivery report (one flush per
+batch); the consumer commits manually, never before the message was received, once
+per fetched batch (the SDK commits once per fetch-thread turn).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from confluent_kafka import Consumer, Producer
+from confluent_kafka.admin import AdminClient
+
+from polybus.bench import RawBaseline
+from polybus.errors import PublishError
+
+from . import _admin
+from ._adapter import producer_config
+from ._consumer import consumer_config
+from ._settings import KafkaSettings, parse
+
+IDLE_TIMEOUT = 30.0
+
+
+class RawKafka:
+    """:class:`~polybus.bench.RawBaseline` with confluent-kafka alone."""
+
+    def __init__(self) -> None:
+        self._settings: KafkaSettings | None = None
+        self._producer: Producer | None = None
+        self._consumer: Consumer | None = None
+        self._topic = ""
+
+    async def setup(self, url: str, topic: str, group: str) -> None:
+        settings = parse(url, {})
+        self._settings = settings
+        self._topic = topic
+        admin = AdminClient(settings.common("admin"))
+        parts = await asyncio.to_thread(
+            _admin.ensure_topic,
+            admin,
+            topic,
+            partitions=settings.topic_partitions,
+            replication_factor=settings.replication_factor,
+            strict_partitions=False,
+            timeout=settings.connect_timeout,
+        )
+        await asyncio.to_thread(
+            _admin.ensure_group, admin, topic, group, parts, settings.connect_timeout
+        )
+        self._producer = Producer(producer_config(settings))
+        conf = consumer_config(settings, group)
+        self._consumer = Consumer(conf)
+        self._consumer.subscribe([topic])
+
+    async def publish(self, bodies: list[bytes]) -> None:
+        producer = self._need(self._producer)
+        failed: list[Any] = []
+
+        def report(err: Any, _msg: Any) -> None:
+            if err is not None:
+                failed.append(err)
+
+        for body in bodies:
+            while True:
+                try:
+                    producer.produce(self._topic, value=body, on_delivery=report)
+                    break
+                except BufferError:
+                    await asyncio.to_thread(producer.poll, 0.1)
+        left = await asyncio.to_thread(producer.flush, 30.0)
+        if left or failed:
+            raise PublishError(f"raw publish failed: {failed[:1]} {left} left", retryable=True)
+
+    async def consume(self, count: int) -> None:
+        await asyncio.to_thread(self._consume, count)
+
+    def _consume(self, count: int) -> None:
+        consumer = self._need(self._consumer)
+        got = 0
+        deadline = time.monotonic() + IDLE_TIMEOUT
+        while got < count:
+            batch = consumer.consume(min(500, count - got), 0.1)
+            good = [m for m in batch if m.error() is None]
+            if good:
+                got += len(good)
+                positions = consumer.position(consumer.assignment())
+                consumer.commit(offsets=positions, asynchronous=True)
+                deadline = time.monotonic() + IDLE_TIMEOUT
+            elif time.monotonic() > deadline:
+                raise TimeoutError(f"raw consume: {got} of {count} in {IDLE_TIMEOUT} s")
+
+    async def round_trip(self, body: bytes) -> None:
+        await self.publish([body])
+        await self.consume(1)
+
+    async def teardown(self) -> None:
+        if self._consumer is not None:
+            await asyncio.to_thread(self._consumer.close)
+        if self._producer is not None:
+            await asyncio.to_thread(self._producer.flush, 10.0)
+
+    @staticmethod
+    def _need(client: Any) -> Any:
+        if client is None:
+            raise RuntimeError("raw baseline used before setup()")
+        return client
+
+
+def raw_baseline() -> RawBaseline:
+    return RawKafka()
