@@ -90,7 +90,8 @@ class Deleter:
 async def change_visibility(
     clients: Clients, queue_url: str, queue_name: str, receipts: Sequence[str], seconds: int
 ) -> int:
-    """Set the visibility timeout of ``receipts``; return how many SQS refused (logged)."""
+    """Set the visibility timeout of ``receipts``; return how many SQS refused (a
+    message settled meanwhile is refused; it needs no lease any more)."""
     refused = 0
     for start in range(0, len(receipts), BATCH):
         part = receipts[start : start + BATCH]
@@ -106,7 +107,6 @@ async def change_visibility(
         )
         for failure in out.get("Failed") or ():
             refused += 1
-            log.warning(
-                "visibility change refused queue=%s code=%s", queue_name, failure.get("Code")
-            )
+            # usually a message acked while its lease was being extended: harmless
+            log.debug("visibility change refused queue=%s code=%s", queue_name, failure.get("Code"))
     return refused

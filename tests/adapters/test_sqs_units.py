@@ -11,7 +11,7 @@ from botocore.exceptions import ClientError, EndpointConnectionError, NoCredenti
 from polybus.capabilities import Ordering
 from polybus.errors import BrokerUnavailable, ConfigError, PolybusError, PublishError
 from polybus.spi import Envelope
-from polybus_sqs import SQSAdapter, _names, _wire, capabilities_for
+from polybus_sqs import SQSAdapter, _names, _publish, _wire, capabilities_for
 from polybus_sqs._errors import translate
 from polybus_sqs._settings import parse
 
@@ -207,3 +207,48 @@ def test_error_text_is_scrubbed_of_secrets() -> None:
     )
     assert secret not in str(err)
     assert "***" in str(err)
+
+
+# -- partial batch failures (the batching logic, with a scripted send function) -------
+
+
+def _wires(count: int) -> list[_wire.Wire]:
+    return [_wire.encode(Envelope(id=f"m{i}", body=b"x"), fifo=False) for i in range(count)]
+
+
+async def test_refused_entries_are_retried_until_confirmed() -> None:
+    calls: list[list[str]] = []
+
+    async def send(entries: list[dict[str, object]]) -> dict[str, object]:
+        calls.append([str(e["Id"]) for e in entries])
+        if len(calls) == 1:  # the broker throttles entry 3 once
+            return {"Failed": [{"Id": "3", "Code": "Throttling", "SenderFault": False}]}
+        return {"Failed": []}
+
+    await _publish.publish("t", _wires(5), send, _publish.sqs_entry, ordered=True)
+    assert calls == [["0", "1", "2", "3", "4"], ["3"]]
+
+
+async def test_permanent_refusal_names_every_unconfirmed_id() -> None:
+    async def send(entries: list[dict[str, object]]) -> dict[str, object]:
+        ids = [str(e["Id"]) for e in entries]
+        refused = [{"Id": "1", "Code": "InvalidParameterValue", "SenderFault": True}]
+        return {"Failed": refused if "1" in ids and len(ids) == 10 else []}
+
+    with pytest.raises(PublishError) as caught:
+        await _publish.publish("t", _wires(25), send, _publish.sqs_entry, ordered=True)
+    # m1 was refused; in order-keeping mode the later batches were not sent at all
+    assert caught.value.failed_ids == ("m1", *(f"m{i}" for i in range(10, 25)))
+    assert not caught.value.retryable
+
+
+async def test_a_failed_call_fails_only_its_batch_when_unordered() -> None:
+    async def send(entries: list[dict[str, object]]) -> dict[str, object]:
+        if len(entries) == 5:
+            raise PublishError("connection reset", retryable=True)
+        return {"Failed": []}
+
+    with pytest.raises(PublishError) as caught:
+        await _publish.publish("t", _wires(25), send, _publish.sqs_entry, ordered=False)
+    assert caught.value.failed_ids == tuple(f"m{i}" for i in range(20, 25))
+    assert caught.value.retryable
