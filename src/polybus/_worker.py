@@ -72,6 +72,9 @@ class Worker:
         self.handle_signals = handle_signals
         self._routes: list[_Route] = []
         self._stopping = asyncio.Event()
+        self._ready = asyncio.Event()
+        self._finished = asyncio.Event()
+        self._subscribed = 0
         self._running = False
 
     def handler(
@@ -102,11 +105,29 @@ class Worker:
         """Ask ``run()`` to stop: no more fetching; in-flight messages finish and settle."""
         self._stopping.set()
 
+    @property
+    def ready(self) -> bool:
+        """True once every handler's subscription is open (its group exists)."""
+        return self._ready.is_set()
+
+    async def wait_ready(self) -> None:
+        """Wait until every handler's subscription is open, so that messages published
+        from then on reach every group. Returns early if ``run()`` ends first."""
+        ready = asyncio.ensure_future(self._ready.wait())
+        finished = asyncio.ensure_future(self._finished.wait())
+        try:
+            await asyncio.wait({ready, finished}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            ready.cancel()
+            finished.cancel()
+
     async def run(self) -> None:
         """Consume until :meth:`stop` or a signal; return once everything is settled."""
         if not self._routes:
             raise ConfigError("handler", "the worker has no handlers")
         self._running = True
+        self._finished.clear()
+        self._subscribed = 0
         loop = asyncio.get_running_loop()
         signals = self._install_signals(loop)
         max_deliveries = next(
@@ -127,6 +148,8 @@ class Worker:
             for sig in signals:
                 loop.remove_signal_handler(sig)
             self._running = False
+            self._ready.clear()
+            self._finished.set()
 
     def _install_signals(self, loop: asyncio.AbstractEventLoop) -> list[int]:
         if not self.handle_signals or threading.current_thread() is not threading.main_thread():
@@ -205,6 +228,9 @@ class Worker:
                 spawn(run_lane(msg.key, msg))
 
         async with sub:
+            self._subscribed += 1
+            if self._subscribed == len(self._routes):
+                self._ready.set()
             fetcher = asyncio.ensure_future(self._fetch(sub, dispatch))
 
             stopper = asyncio.ensure_future(self._stopping.wait())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 import pytest
@@ -227,3 +227,31 @@ def test_effectively_once_requires_idempotency(bus: polybus.Bus) -> None:
     with pytest.raises(ConfigError) as info:
         worker.handler("t", group="g", delivery="effectively_once")
     assert info.value.field == "delivery"
+
+
+async def test_wait_ready_means_every_group_exists(bus: polybus.Bus) -> None:
+    """After wait_ready(), a message published is received by every handler's group."""
+    worker = polybus.Worker(bus, handle_signals=False)
+    seen: dict[str, list[str]] = {"a": [], "b": []}
+    both = asyncio.Event()
+
+    def make(name: str) -> Callable[[polybus.Message], Awaitable[None]]:
+        async def handle(msg: polybus.Message) -> None:
+            seen[name].append(msg.id)
+            if all(seen.values()):
+                both.set()
+
+        return handle
+
+    worker.handler("ready-topic", group="a")(make("a"))
+    worker.handler("ready-topic", group="b")(make("b"))
+    assert not worker.ready
+    running = asyncio.create_task(worker.run())
+    await asyncio.wait_for(worker.wait_ready(), 5)
+    assert worker.ready
+    sent = await bus.publish("ready-topic", b"x")
+    await asyncio.wait_for(both.wait(), 5)
+    await worker.stop()
+    await asyncio.wait_for(running, 5)
+    assert seen == {"a": [sent], "b": [sent]}
+    assert not worker.ready
