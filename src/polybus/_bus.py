@@ -26,7 +26,11 @@ PublishHook = Callable[[Callable[[], Awaitable[None]]], Awaitable[None]]
 
 
 def connect(
-    url: str | None = None, *, publish_retry: PublishHook | bool | None = None, **options: Any
+    url: str | None = None,
+    *,
+    publish_retry: PublishHook | bool | None = None,
+    dead_letter_topic: str | None = None,
+    **options: Any,
 ) -> Bus:
     """Make a :class:`Bus` for ``url`` (or ``POLYBUS_URL``, a TOML file, ``memory://``).
 
@@ -36,12 +40,17 @@ def connect(
     them passes native client settings through untouched. ``publish_retry`` retries
     retryable publish errors: ``True`` for
     :class:`~polybus.middleware.PublishRetry` with its defaults, or a configured one.
+    ``dead_letter_topic`` names each group's dead-letter topic, a template with
+    ``{topic}`` and ``{group}`` (default ``"{topic}.{group}.dlq"``).
     """
     resolved, file_options = config.resolve(url)
     merged = {**file_options, **options}
+    template = dead_letter_topic or merged.pop("dead_letter_topic", None)
     parsed = config.parse_url(resolved)
     adapter_cls = _registry.load(parsed.scheme)
     adapter = adapter_cls.from_url(resolved, merged)
+    if template is not None:
+        adapter.dead_letter_template = _check_template(template)
     if publish_retry is True:
         from .middleware.publish import PublishRetry
 
@@ -300,6 +309,19 @@ class Bus:
     async def _declare(self, topic: str, group: str, settings: GroupSettings) -> None:
         await self._ensure_topic(topic)
         await self.adapter.ensure_group(topic, group, settings)
+
+
+def _check_template(template: object) -> str:
+    if not isinstance(template, str) or "{topic}" not in template or "{group}" not in template:
+        raise ConfigError(
+            "dead_letter_topic",
+            f"must be a string containing {{topic}} and {{group}}, got {template!r}",
+        )
+    try:
+        template.format(topic="t", group="g")
+    except (KeyError, IndexError, ValueError) as exc:
+        raise ConfigError("dead_letter_topic", f"invalid template {template!r}: {exc}") from exc
+    return template
 
 
 def _check_topic(topic: object) -> None:

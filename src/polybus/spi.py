@@ -145,9 +145,13 @@ class Adapter(abc.ABC):
     def consumer(self, topic: str, group: str, *, max_in_flight: int) -> Consumer:
         """A new, not yet opened, consumer of ``group`` on ``topic``."""
 
+    dead_letter_template: str = "{topic}.{group}.dlq"
+    """How dead-letter topics are named; set from ``connect(dead_letter_topic=...)``."""
+
     def dead_letter_topic(self, topic: str, group: str) -> str:
-        """The topic that receives ``group``'s dead letters (a regular topic)."""
-        return f"{topic}.{group}.dlq"
+        """The topic that receives ``group``'s dead letters (a regular topic). Adapters
+        that must sanitise names do so on the result of this default."""
+        return self.dead_letter_template.format(topic=topic, group=group)
 
     def redacted_url(self) -> str:
         """The connection URL without secrets, for reprs and logs."""

@@ -38,10 +38,16 @@ T = TypeVar("T")
 
 
 def connect(
-    url: str | None = None, *, publish_retry: PublishHook | bool | None = None, **options: Any
+    url: str | None = None,
+    *,
+    publish_retry: PublishHook | bool | None = None,
+    dead_letter_topic: str | None = None,
+    **options: Any,
 ) -> SyncBus:
     """Connect, blocking; the same arguments as :func:`polybus.connect`."""
-    bus = _async_connect(url, publish_retry=publish_retry, **options)
+    bus = _async_connect(
+        url, publish_retry=publish_retry, dead_letter_topic=dead_letter_topic, **options
+    )
     portal_cm = start_blocking_portal()
     portal = portal_cm.__enter__()
     try:

@@ -191,3 +191,26 @@ class TestResolutionOrder:
         with pytest.raises(ConfigError) as info:
             polybus.connect()
         assert info.value.field.endswith(field)
+
+
+async def test_dead_letter_topic_template_names_the_dlq() -> None:
+    async with polybus.connect(
+        "memory://dlq-template", dead_letter_topic="dlq.{group}.{topic}"
+    ) as bus:
+        assert bus.adapter.dead_letter_topic("orders", "billing") == "dlq.billing.orders"
+        async with bus.subscribe("orders", group="billing") as sub:
+            await bus.publish("orders", b"poison")
+            msg = await sub.get(timeout=5)
+            await msg.dead_letter("bad")
+        async with bus.dead_letters("orders", group="billing") as dead:
+            assert dead.topic == "dlq.billing.orders"
+            copy = await dead.get(timeout=5)
+            assert copy.id == msg.id
+            await copy.ack()
+
+
+@pytest.mark.parametrize("template", ["{topic}.dlq", "dlq", "{topic}.{group}.{oops}", 7])
+def test_bad_dead_letter_template_is_a_config_error(template: object) -> None:
+    with pytest.raises(ConfigError) as info:
+        polybus.connect("memory://", dead_letter_topic=template)
+    assert info.value.field == "dead_letter_topic"

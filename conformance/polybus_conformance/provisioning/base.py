@@ -43,11 +43,30 @@ class Broker:
     pids: tuple[int, ...] = ()
     """Process-group leaders of a local broker (what ``polybus brokers down`` stops)."""
     _stop: Callable[[], None] | None = field(default=None, repr=False)
+    _restart: Callable[[bool], tuple[int, ...]] | None = field(default=None, repr=False)
 
     def stop(self) -> None:
         stop, self._stop = self._stop, None
+        self._restart = None
         if stop is not None:
             stop()
+
+    @property
+    def restartable(self) -> bool:
+        """True for a broker the suite runs itself and can stop and start again."""
+        return self._restart is not None
+
+    def restart(self, *, hard: bool = False) -> None:
+        """Stop the broker and start it again on the same port and data directory;
+        return once it is ready. ``hard`` kills it (SIGKILL: no clean shutdown) instead
+        of stopping it. Blocks: call it through :func:`asyncio.to_thread` from a test.
+
+        Raises :class:`Unavailable` for a broker the suite cannot restart (given by URL,
+        a container, built in) and :class:`StartFailed` when it does not come back.
+        """
+        if self._restart is None:
+            raise Unavailable(f"cannot restart {self.describe()}")
+        self.pids = self._restart(hard)
 
     def describe(self) -> str:
         return f"{self.backend} at {redact(self.url)} ({self.flavour}, {self.origin})"
@@ -102,19 +121,38 @@ class Process:
     ) -> None:
         self.name = name
         self.log = log
+        self._argv = list(argv)
+        self._env = {**os.environ, **(env or {})}
+        self._cwd = cwd
         log.parent.mkdir(parents=True, exist_ok=True)
-        with log.open("ab") as out:
+        self.popen = self._spawn()
+        self.pid = self.popen.pid
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        with self.log.open("ab") as out:
             # own session: the whole tree (launcher scripts, JVMs, beam) stops together
-            self.popen = subprocess.Popen(
-                list(argv),
+            return subprocess.Popen(
+                self._argv,
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
-                env={**os.environ, **(env or {})},
-                cwd=cwd,
+                env=self._env,
+                cwd=self._cwd,
                 start_new_session=True,
             )
+
+    def respawn(self) -> None:
+        """Start the same program again (same arguments, environment and log) after
+        :meth:`stop` or :meth:`kill`."""
+        if self.running():
+            raise RuntimeError(f"{self.name} (pid {self.pid}) is still running")
+        self.popen = self._spawn()
         self.pid = self.popen.pid
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group at once (a crash: no clean shutdown)."""
+        self._signal(signal.SIGKILL)
+        self.popen.wait(10)
 
     def running(self) -> bool:
         return self.popen.poll() is None
@@ -169,17 +207,50 @@ def _abort(procs: Sequence[Process], problem: str) -> None:
     raise StartFailed(f"{problem}\n{tails}")
 
 
+def wait_closed(port: int, what: str, timeout: float = 10.0) -> None:
+    """Wait until nothing listens on ``port`` any more."""
+    deadline = time.monotonic() + timeout
+    while port_open(port):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"port {port} still open after stopping {what}")
+        time.sleep(0.05)
+
+
+def restarter(
+    procs: Sequence[Process],
+    port: int,
+    check: Callable[[], bool],
+    what: str,
+    *,
+    keep: Sequence[Process] = (),
+    timeout: float = 90.0,
+) -> Callable[[bool], tuple[int, ...]]:
+    """A restart for :attr:`Broker._restart`: stop ``procs`` (SIGTERM, or SIGKILL when
+    ``hard``), wait until ``port`` is closed, start them again with the same arguments
+    and wait for ``check``. ``keep`` (an epmd, a storage server) keeps running.
+    Returns the process ids of ``keep`` and ``procs``."""
+
+    def restart(hard: bool) -> tuple[int, ...]:
+        for proc in reversed(procs):
+            if hard:
+                proc.kill()
+            else:
+                proc.stop()
+        wait_closed(port, what)
+        for proc in procs:
+            proc.respawn()
+        wait_ready(procs, check, timeout, f"{what} (restarted)")
+        return tuple(p.pid for p in [*keep, *procs])
+
+    return restart
+
+
 def stopper(procs: Sequence[Process], port: int) -> Callable[[], None]:
     """Stop ``procs`` (last started first) and check the port is closed afterwards."""
 
     def stop() -> None:
         for proc in reversed(procs):
             proc.stop()
-        deadline = time.monotonic() + 10
-        while port_open(port):
-            if time.monotonic() > deadline:
-                names = ", ".join(p.name for p in procs) or "the broker"
-                raise RuntimeError(f"port {port} still open after stopping {names}")
-            time.sleep(0.05)
+        wait_closed(port, ", ".join(p.name for p in procs) or "the broker")
 
     return stop

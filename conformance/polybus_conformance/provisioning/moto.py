@@ -11,7 +11,16 @@ import os
 import shutil
 from pathlib import Path
 
-from .base import Broker, Launcher, Process, free_port, port_open, stopper, wait_ready
+from .base import (
+    Broker,
+    Launcher,
+    Process,
+    free_port,
+    port_open,
+    restarter,
+    stopper,
+    wait_ready,
+)
 
 REGION = "us-east-1"
 
@@ -60,4 +69,6 @@ class MotoLauncher(Launcher):
             log_dir=workdir,
             pids=tuple(p.pid for p in [proc]),
             _stop=stopper([proc], port),
+            # moto keeps everything in memory: a restart starts it empty
+            _restart=restarter([proc], port, lambda: _sqs_ready(port), "moto_server"),
         )

@@ -1,4 +1,5 @@
-"""nats-server with JetStream, storing in the run's own directory."""
+"""nats-server with JetStream, storing in the run's own directory (file storage, so a
+restart keeps streams, consumers and messages)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import shutil
 import socket
 from pathlib import Path
 
-from .base import Broker, Launcher, Process, free_port, stopper, wait_ready
+from .base import Broker, Launcher, Process, free_port, restarter, stopper, wait_ready
 
 
 def _jetstream_ready(port: int) -> bool:
@@ -52,4 +53,6 @@ class NatsLauncher(Launcher):
             log_dir=workdir,
             pids=tuple(p.pid for p in [proc]),
             _stop=stopper([proc], port),
+            # the store directory stays: JetStream streams and consumers survive
+            _restart=restarter([proc], port, lambda: _jetstream_ready(port), "nats-server"),
         )

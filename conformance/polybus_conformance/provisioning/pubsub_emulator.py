@@ -6,7 +6,16 @@ import shutil
 import urllib.request
 from pathlib import Path
 
-from .base import Broker, Launcher, Process, free_port, port_open, stopper, wait_ready
+from .base import (
+    Broker,
+    Launcher,
+    Process,
+    free_port,
+    port_open,
+    restarter,
+    stopper,
+    wait_ready,
+)
 
 KNOWN_PATHS = (
     "/usr/lib/google-cloud-sdk/platform/pubsub-emulator/bin/cloud-pubsub-emulator",
@@ -53,4 +62,8 @@ class PubSubEmulatorLauncher(Launcher):
             log_dir=workdir,
             pids=tuple(p.pid for p in [proc]),
             _stop=stopper([proc], port),
+            # the emulator keeps everything in memory: a restart starts it empty
+            _restart=restarter(
+                [proc], port, lambda: _emulator_ready(port), "cloud-pubsub-emulator"
+            ),
         )

@@ -10,7 +10,16 @@ import glob
 import shutil
 from pathlib import Path
 
-from .base import Broker, Launcher, Process, free_port, port_open, stopper, wait_ready
+from .base import (
+    Broker,
+    Launcher,
+    Process,
+    free_port,
+    port_open,
+    restarter,
+    stopper,
+    wait_ready,
+)
 
 SERVER_SCRIPTS = "/usr/lib/rabbitmq/lib/rabbitmq_server-*/sbin/rabbitmq-server"
 CONFIG = "loopback_users = none\ndisk_free_limit.absolute = 50MB\n"
@@ -92,4 +101,13 @@ class RabbitMQLauncher(Launcher):
             log_dir=workdir,
             pids=tuple(p.pid for p in procs),
             _stop=stop,
+            # only the node restarts (its Mnesia directory stays); epmd keeps running
+            _restart=restarter(
+                [node],
+                amqp_port,
+                lambda: _amqp_ready(amqp_port),
+                "rabbitmq-server",
+                keep=[epmd_proc],
+                timeout=timeout,
+            ),
         )
