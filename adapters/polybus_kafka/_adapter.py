@@ -15,6 +15,7 @@ import functools
 import hashlib
 import logging
 import re
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -141,33 +142,44 @@ class KafkaAdapter(Adapter):
         producer = self._producer
         if producer is None:
             raise PublishError("the Kafka adapter is not open", retryable=False)
-        loop = asyncio.get_running_loop()
-        pending: list[tuple[Envelope, asyncio.Future[KafkaError | None]]] = []
+        reports = _Reports(asyncio.get_running_loop())
         failure: PublishError | None = None
+        stamps = _records.Timestamps()
+        produce = producer.produce
+        sent = 0
         for env in envelopes:
-            fut: asyncio.Future[KafkaError | None] = loop.create_future()
             try:
-                await self._produce(producer, topic, env, functools.partial(_report, loop, fut))
+                while True:
+                    try:
+                        produce(
+                            topic,
+                            value=env.body,
+                            key=env.key,
+                            headers=_records.record_headers(env),
+                            timestamp=stamps.millis(env.published_at),
+                            on_delivery=functools.partial(reports.report, sent),
+                        )
+                        break
+                    except BufferError:
+                        # librdkafka's local queue is full: let deliveries drain, retry
+                        await asyncio.to_thread(producer.poll, 0.1)
             except KafkaException as exc:
-                failed = tuple(e.id for e in envelopes[len(pending) :])
                 failure = publish_error(
                     exc.args[0],
                     topic,
-                    failed_ids=failed,
+                    failed_ids=tuple(e.id for e in envelopes[sent:]),
                     limit=self.settings.max_message_size,
                     size=env.size,
                 )
                 failure.__cause__ = exc
                 break
-            pending.append((env, fut))
-        await asyncio.to_thread(producer.flush, self.settings.publish_timeout)
-        if pending:
-            await asyncio.wait([f for _, f in pending], timeout=self.settings.publish_timeout)
-        errors = [(env, f.result() if f.done() else None, f.done()) for env, f in pending]
-        bad = [(env, err) for env, err, done in errors if err is not None or not done]
+            sent += 1
+        if sent:
+            await self._confirm(producer, reports, sent)
+        bad = reports.unconfirmed(sent)
         if bad:
-            ids = tuple(env.id for env, _ in bad) + (failure.failed_ids if failure else ())
-            first = next((err for _, err in bad if err is not None), None)
+            ids = tuple(envelopes[i].id for i in bad) + (failure.failed_ids if failure else ())
+            first = reports.first_error()
             if first is None:
                 raise PublishError(
                     f"publish to topic {topic!r} not confirmed within "
@@ -179,21 +191,18 @@ class KafkaAdapter(Adapter):
         if failure is not None:
             raise failure
 
-    async def _produce(self, producer: Producer, topic: str, env: Envelope, cb: Any) -> None:
-        while True:
-            try:
-                producer.produce(
-                    topic,
-                    value=env.body,
-                    key=_records.record_key(env),
-                    headers=_records.record_headers(env),
-                    timestamp=_records.record_timestamp(env),
-                    on_delivery=cb,
-                )
-                return
-            except BufferError:
-                # librdkafka's local queue is full: let deliveries drain, then retry
-                await asyncio.to_thread(producer.poll, 0.1)
+    async def _confirm(self, producer: Producer, reports: _Reports, sent: int) -> None:
+        """Wait until the ``sent`` delivery reports of ``reports`` are in, or the
+        publish timeout. One flush sends the batch at once (no linger) and serves the
+        reports; a report served by another publisher's concurrent flush may land just
+        after ours returns, hence the batch future."""
+        deadline = time.monotonic() + self.settings.publish_timeout
+        await asyncio.to_thread(producer.flush, self.settings.publish_timeout)
+        if reports.expect(sent):
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                await asyncio.shield(reports.future)
 
     def consumer(self, topic: str, group: str, *, max_in_flight: int) -> Consumer:
         return KafkaConsumer(self.settings, topic, group, max_in_flight)
@@ -214,17 +223,47 @@ class KafkaAdapter(Adapter):
         return self._admin
 
 
-def _report(
-    loop: asyncio.AbstractEventLoop,
-    fut: asyncio.Future[KafkaError | None],
-    err: KafkaError | None,
-    _record: Any,
-) -> None:
-    """Delivery-report callback: runs in whichever thread polls the producer."""
+class _Reports:
+    """The delivery reports of one published batch.
 
-    def settle() -> None:
-        if not fut.done():
-            fut.set_result(err)
+    librdkafka calls :meth:`report` from whichever thread serves the producer (the
+    flush of this batch or of a concurrent one); ``list.append`` is atomic, so no lock
+    is taken per message. The event loop is woken once per batch, by the last report.
+    """
 
-    with contextlib.suppress(RuntimeError):  # a closed loop: the publisher is gone
-        loop.call_soon_threadsafe(settle)
+    __slots__ = ("_errors", "_expected", "_loop", "_reported", "future")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self.future: asyncio.Future[None] = loop.create_future()
+        self._reported: list[int] = []
+        self._errors: dict[int, KafkaError] = {}
+        self._expected: int | None = None
+
+    def report(self, index: int, err: KafkaError | None, _record: Any) -> None:
+        """Delivery callback of message ``index`` (runs in a librdkafka-serving thread)."""
+        if err is not None:
+            self._errors[index] = err
+        self._reported.append(index)
+        if len(self._reported) == self._expected:
+            with contextlib.suppress(RuntimeError):  # a closed loop: the publisher is gone
+                self._loop.call_soon_threadsafe(self._complete)
+
+    def expect(self, count: int) -> bool:
+        """Set how many reports the batch waits for; True if all of them are in."""
+        self._expected = count
+        return len(self._reported) >= count
+
+    def unconfirmed(self, count: int) -> list[int]:
+        """Indexes among the first ``count`` without a successful report."""
+        if not self._errors and len(self._reported) >= count:
+            return []
+        reported = set(self._reported)
+        return [i for i in range(count) if i not in reported or i in self._errors]
+
+    def first_error(self) -> KafkaError | None:
+        return self._errors[min(self._errors)] if self._errors else None
+
+    def _complete(self) -> None:
+        if not self.future.done():
+            self.future.set_result(None)

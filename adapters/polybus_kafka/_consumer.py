@@ -11,9 +11,16 @@ partitions and at close. A nack makes the thread seek the partition back to the
 nacked offset; ``nack(delay=d)`` also pauses that partition for ``d`` seconds.
 
 Backpressure: at most ``max_in_flight`` records wait in the buffer. When it is full
-the thread stops fetching; if it stays full for ``STALL_GRACE`` seconds, it pauses
-every assigned partition and keeps polling (so rebalances and ``max.poll.interval.ms``
-are served) until the application frees room, then resumes.
+the thread stops taking records out of librdkafka, whose own prefetch (bounded by
+``queued.max.messages.kbytes``) keeps them until there is room again. Pausing is
+avoided as long as possible because librdkafka drops a paused partition's prefetched
+records (they are fetched again on resume). It is needed only to serve the consumer
+queue without taking records: rebalance callbacks and ``max.poll.interval.ms`` are
+served only by polling. So if the buffer stays full for ``pause_after`` seconds (at
+most half of ``max.poll.interval.ms``), the thread pauses every assigned partition,
+keeps polling, and resumes when the application frees room; a resumed partition is
+fetched again from the position after the last record taken, and the ledger skips
+any offset already in flight or acked, so nothing is lost or handed out twice.
 """
 
 from __future__ import annotations
@@ -39,10 +46,6 @@ from ._state import ConsumerState, Receipt
 
 log = logging.getLogger("polybus.kafka")
 
-STALL_GRACE = 0.5
-"""Seconds a full buffer may stall fetching before partitions are paused: short stalls
-are common under load and pausing drops librdkafka's prefetched records."""
-
 _QUIET_ERRORS = frozenset({KafkaError._PARTITION_EOF})
 
 
@@ -58,6 +61,18 @@ def consumer_config(settings: KafkaSettings, group: str) -> dict[str, Any]:
         "enable.auto.commit": False,
         "enable.auto.offset.store": False,
     }
+
+
+def pause_grace(settings: KafkaSettings) -> float:
+    """Seconds a full buffer may stop polling before the partitions are paused:
+    ``pause_after``, but at most half of ``max.poll.interval.ms`` (librdkafka leaves the
+    group when it is not polled for that long)."""
+    raw = settings.options.get("max.poll.interval.ms")
+    try:
+        limit = float(raw) / 2000 if raw is not None else settings.pause_after
+    except (TypeError, ValueError):
+        limit = settings.pause_after  # librdkafka itself refuses the bad value at open
+    return min(settings.pause_after, limit)
 
 
 class KafkaConsumer(Consumer):
@@ -78,6 +93,7 @@ class KafkaConsumer(Consumer):
         self._assigned: set[int] = set()
         self._paused: set[int] = set()
         self._full_since: float | None = None
+        self._pause_after = pause_grace(settings)
         self._closed = False
 
     async def open(self) -> None:
@@ -99,6 +115,12 @@ class KafkaConsumer(Consumer):
             target=self._run, name=f"polybus-kafka-{self.topic}-{self.group}", daemon=True
         )
         self._thread.start()
+
+    @property
+    def assignment(self) -> frozenset[int]:
+        """The partitions of the topic assigned to this consumer now (changes with every
+        rebalance; for tests and diagnostics)."""
+        return self.state.partitions()
 
     async def fetch(self, max_messages: int) -> Sequence[Message]:
         while True:
@@ -171,7 +193,7 @@ class KafkaConsumer(Consumer):
             self._full_since = None
         elif self._full_since is None:
             self._full_since = now
-        stalled = self._full_since is not None and now - self._full_since >= STALL_GRACE
+        stalled = self._full_since is not None and now - self._full_since >= self._pause_after
         wanted = set(self._assigned) if stalled else actions.delayed & self._assigned
         self._apply_pauses(native, wanted)
         for partition, offset in actions.seeks:

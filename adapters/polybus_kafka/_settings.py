@@ -40,6 +40,7 @@ class KafkaSettings:
     publish_timeout: float = 30.0
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
     poll_interval: float = 0.05
+    pause_after: float = 5.0
     options: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -53,6 +54,8 @@ class KafkaSettings:
             raise ConfigError("publish_timeout", "must be > 0 seconds")
         if not 0 < self.poll_interval <= 5:
             raise ConfigError("poll_interval", "must be between 0 and 5 seconds")
+        if not 0 < self.pause_after <= 300:
+            raise ConfigError("pause_after", "must be between 0 and 300 seconds")
         if self.max_message_size < 1:
             raise ConfigError("max_message_size", "must be >= 1 byte")
         for name in self.options:

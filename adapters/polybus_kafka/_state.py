@@ -22,7 +22,7 @@ from typing import Any
 from polybus._message import Message
 
 from ._ledger import PartitionLedger
-from ._records import to_message
+from ._records import Decoder
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,14 +44,6 @@ class _Partition:
 
 
 @dataclass(slots=True)
-class _Fetched:
-    partition: int
-    offset: int
-    generation: int
-    message: Message
-
-
-@dataclass(slots=True)
 class Actions:
     """What the fetch thread must do with the client, decided under the lock."""
 
@@ -67,7 +59,9 @@ class ConsumerState:
         self.capacity = capacity
         self.lock = threading.Lock()
         self._parts: dict[int, _Partition] = {}
-        self._buffer: deque[_Fetched] = deque()
+        self._buffer: deque[Message] = deque()
+        """Fetched, not handed out yet; each carries its :class:`Receipt` already."""
+        self._decoder = Decoder(topic, group)
         self._generation = 0
 
     # -- fetch thread -----------------------------------------------------------
@@ -94,7 +88,7 @@ class ConsumerState:
                     due = part.ledger.commit_due(floors.get(p))
                     if due is not None:
                         out.append((p, due))
-            self._buffer = deque(f for f in self._buffer if f.partition not in gone)
+            self._buffer = deque(m for m in self._buffer if m.receipt.partition not in gone)
             return out
 
     def room(self) -> int:
@@ -104,16 +98,20 @@ class ConsumerState:
     def add(self, records: list[Any]) -> int:
         """Buffer the admitted records; return how many were buffered."""
         added = 0
+        decode = self._decoder.message
         with self.lock:
+            buffer = self._buffer
             for rec in records:
                 p = rec.partition()
                 part = self._parts.get(p)
                 if part is None or part.rewind_to is not None:
                     continue  # not ours any more, or fetched before a pending seek
-                if not part.ledger.admits(rec.offset()):
+                offset = rec.offset()
+                if not part.ledger.admits(offset):
                     continue  # in flight or acked: a re-fetch after a seek
-                msg = to_message(rec, self.topic, self.group)
-                self._buffer.append(_Fetched(p, rec.offset(), part.generation, msg))
+                msg = decode(rec)
+                msg.receipt = Receipt(p, offset, part.generation, msg.key)
+                buffer.append(msg)
                 added += 1
         return added
 
@@ -163,24 +161,25 @@ class ConsumerState:
     def take(self, max_messages: int, now: float) -> list[Message]:
         out: list[Message] = []
         with self.lock:
-            kept: deque[_Fetched] = deque()
-            while self._buffer and len(out) < max_messages:
-                item = self._buffer.popleft()
-                part = self._parts.get(item.partition)
-                if part is None or part.generation != item.generation:
+            buffer = self._buffer
+            kept: deque[Message] = deque()
+            while buffer and len(out) < max_messages:
+                msg = buffer.popleft()
+                receipt: Receipt = msg.receipt
+                part = self._parts.get(receipt.partition)
+                if part is None or part.generation != receipt.generation:
                     continue
-                key = item.message.key
+                key = receipt.key
                 if part.delayed_until > now or part.rewind_to is not None or key in part.busy:
-                    kept.append(item)
+                    kept.append(msg)
                     continue
-                msg = item.message
                 if key is not None:
                     part.busy.add(key)
-                msg.delivery_attempt = part.ledger.hand_out(item.offset)
-                msg.receipt = Receipt(item.partition, item.offset, item.generation, key)
+                msg.delivery_attempt = part.ledger.hand_out(receipt.offset)
                 out.append(msg)
-            kept.extend(self._buffer)
-            self._buffer = kept
+            if kept:
+                kept.extend(buffer)
+                self._buffer = kept
         return out
 
     def ack(self, receipt: Receipt) -> bool:
@@ -201,9 +200,9 @@ class ConsumerState:
             if receipt.key is not None:
                 part.busy.discard(receipt.key)
             p = receipt.partition
-            dropped = [f.offset for f in self._buffer if f.partition == p]
+            dropped = [m.receipt.offset for m in self._buffer if m.receipt.partition == p]
             if dropped:
-                self._buffer = deque(f for f in self._buffer if f.partition != p)
+                self._buffer = deque(m for m in self._buffer if m.receipt.partition != p)
             target = part.ledger.rewind(dropped)
             part.rewind_to = target if part.rewind_to is None else min(part.rewind_to, target)
             if delay:
@@ -219,11 +218,17 @@ class ConsumerState:
     def _floors(self) -> dict[int, int]:
         """Per partition, the lowest offset buffered and not handed out (lock held)."""
         floors: dict[int, int] = {}
-        for item in self._buffer:
-            low = floors.get(item.partition)
-            if low is None or item.offset < low:
-                floors[item.partition] = item.offset
+        for msg in self._buffer:
+            receipt: Receipt = msg.receipt
+            low = floors.get(receipt.partition)
+            if low is None or receipt.offset < low:
+                floors[receipt.partition] = receipt.offset
         return floors
+
+    def partitions(self) -> frozenset[int]:
+        """The partitions assigned to this consumer now."""
+        with self.lock:
+            return frozenset(self._parts)
 
     def buffered(self) -> int:
         with self.lock:

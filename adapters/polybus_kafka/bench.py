@@ -1,9 +1,15 @@
 """Raw confluent-kafka baseline for ``polybus bench kafka``.
 
-The same guarantees as the SDK: idempotent producer with ``acks=all`` and the same
-partitioner and linger, a publish returns after every delivery report (one flush per
-batch); the consumer commits manually, never before the message was received, once
-per fetched batch (the SDK commits once per fetch-thread turn).
+The same guarantees and the same work as the SDK, no less and no more:
+
+* publish: idempotent producer with ``acks=all``, the same partitioner and linger; a
+  publish returns after every delivery report (one flush per batch), as the SDK's does.
+* consume: the same consumer settings (so the same librdkafka prefetch), records taken
+  in batches with ``consume(n, timeout)``; each record is received (its value read) and
+  acked at-least-once style: its offset is stored only after it was received
+  (``store_offsets``, with ``enable.auto.offset.store=false``), and the stored offsets
+  are committed asynchronously once per batch, as the SDK commits settled positions
+  once per fetch-thread turn. Nothing is committed before it was received.
 """
 
 from __future__ import annotations
@@ -83,13 +89,18 @@ class RawKafka:
         consumer = self._need(self._consumer)
         got = 0
         deadline = time.monotonic() + IDLE_TIMEOUT
+        store = consumer.store_offsets
         while got < count:
             batch = consumer.consume(min(500, count - got), 0.1)
-            good = [m for m in batch if m.error() is None]
-            if good:
-                got += len(good)
-                positions = consumer.position(consumer.assignment())
-                consumer.commit(offsets=positions, asynchronous=True)
+            received = 0
+            for record in batch:
+                if record.error() is None:
+                    record.value()  # receive it, as the SDK does for every message
+                    store(message=record)  # the ack: only after it was received
+                    received += 1
+            if received:
+                got += received
+                consumer.commit(asynchronous=True)  # the stored offsets
                 deadline = time.monotonic() + IDLE_TIMEOUT
             elif time.monotonic() > deadline:
                 raise TimeoutError(f"raw consume: {got} of {count} in {IDLE_TIMEOUT} s")

@@ -29,6 +29,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from pika import exceptions as pe
+
 from polybus._deadletter import dead_letter_envelope
 from polybus._message import Message
 from polybus.errors import BrokerUnavailable, PolybusError, SettlementError
@@ -96,7 +98,12 @@ class RabbitMQConsumer(Consumer):
             )
         except Exception as exc:
             self._chan = None
+            lost = not chan.native.is_open or not self.adapter.link.is_up
             await chan.close()
+            if lost and not isinstance(exc, pe.ChannelClosedByBroker):
+                # the connection went away between opening the channel and consuming
+                # (pika then refuses calls on the dead channel): retry, not a bad group
+                raise _errors.connection_error(exc, self.adapter.link.where) from exc
             raise _errors.declare_error(exc, "group", f"consumer of queue {self.queue!r}") from exc
         chan.on_close(lambda reason: self._on_chan_close(chan, reason))
 
@@ -145,13 +152,15 @@ class RabbitMQConsumer(Consumer):
         while not self._closed:
             try:
                 await self._start()
-                return
             except BrokerUnavailable:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.adapter.settings.reconnect_max_delay)
             except PolybusError as exc:
                 self._failure = exc
                 self._wake.set()
+                return
+            else:
+                log.info("consumer topic=%s group=%s resubscribed", self.topic, self.group)
                 return
 
     async def fetch(self, max_messages: int) -> list[Message]:

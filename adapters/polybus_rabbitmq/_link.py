@@ -117,6 +117,11 @@ class Link:
         self.last_error: BaseException | None = None
 
     @property
+    def is_up(self) -> bool:
+        """Whether a connection is open right now (False while reconnecting)."""
+        return self._up.is_set() and self._conn is not None and bool(self._conn.is_open)
+
+    @property
     def loop(self) -> asyncio.AbstractEventLoop:
         if self._loop is None:
             raise BrokerUnavailable(f"RabbitMQ at {self.where}: the adapter is not open")

@@ -83,6 +83,7 @@ def _up(names: list[str], state_dir: Path, state: dict[str, Any]) -> int:
             print(f"{name}: failed to start: {exc}")
             code = 1
             continue
+        broker.detach()  # it must outlive this command; `down` stops it
         state[name] = {
             "url": broker.url,
             "flavour": broker.flavour,

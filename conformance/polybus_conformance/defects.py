@@ -9,10 +9,25 @@ each entry must name a defect of the broker (see BROKERS.md), never of polybus.
 
 from __future__ import annotations
 
+_EMULATOR_IN_MEMORY = (
+    "{} keeps every topic, subscription and message in memory only, so nothing survives "
+    "a restart (the managed service persists)"
+)
+_PUBSUB_EMULATOR = _EMULATOR_IN_MEMORY.format("the Pub/Sub emulator")
+_MOTO = _EMULATOR_IN_MEMORY.format("moto server")
+
 KNOWN_DEFECTS: dict[str, dict[str, str]] = {
     "tansu": {},
-    "pubsub-emulator": {},
-    "moto": {},
+    "pubsub-emulator": {
+        "test_fault_confirmed_survive_restart": _PUBSUB_EMULATOR,
+        "test_fault_consumer_survives_crash": _PUBSUB_EMULATOR,
+        "test_fault_publisher_survives_restart": _PUBSUB_EMULATOR,
+    },
+    "moto": {
+        "test_fault_confirmed_survive_restart": _MOTO,
+        "test_fault_consumer_survives_crash": _MOTO,
+        "test_fault_publisher_survives_restart": _MOTO,
+    },
 }
 
 

@@ -63,9 +63,7 @@ class PrivateNode:
         server_pid = self.broker.pids[-1]
         raw = Path(f"/proc/{server_pid}/environ").read_bytes().split(b"\0")
         pairs = (item.decode().split("=", 1) for item in raw if b"=" in item)
-        self.env = {
-            k: v for k, v in pairs if k.startswith("RABBITMQ_") or k in _NODE_ENV
-        }
+        self.env = {k: v for k, v in pairs if k.startswith("RABBITMQ_") or k in _NODE_ENV}
         self._group = server_pid
         self._restarted: Process | None = None
 

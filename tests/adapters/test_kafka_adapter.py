@@ -5,10 +5,9 @@ from __future__ import annotations
 import asyncio
 import socket
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
-from kafka_broker import kafka_url
 
 import polybus
 from polybus.errors import BrokerUnavailable, ConfigError, MessageTooLarge
@@ -19,8 +18,8 @@ IDLE = 15.0
 
 
 @pytest.fixture(scope="module")
-def url() -> Iterator[str]:
-    yield from kafka_url()
+def url(kafka_url: str) -> str:
+    return kafka_url
 
 
 @pytest.fixture

@@ -25,9 +25,8 @@ pytestmark = pytest.mark.timeout(60)
 
 
 @pytest.fixture
-def url() -> str:
-    found: str = support.require_broker()
-    return found
+def url(nats_url: str) -> str:
+    return nats_url
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pubsub_support as support
 import pytest
@@ -23,8 +23,8 @@ IDLE = 15.0
 
 
 @pytest.fixture(scope="session")
-def url() -> Iterator[str]:
-    yield from support.emulator_url()
+def url(pubsub_url: str) -> str:
+    return pubsub_url
 
 
 @pytest.fixture

@@ -1,42 +1,20 @@
-"""RabbitMQ adapter behaviour on the real broker (POLYBUS_RABBITMQ_URL, default local)."""
+"""RabbitMQ adapter behaviour on the real broker (the ``rabbitmq_url`` fixture)."""
 
 from __future__ import annotations
 
-import os
 import socket
 import uuid
 from collections.abc import AsyncIterator
-from urllib.parse import urlsplit
 
 import pytest
 
 import polybus
 from polybus.errors import BrokerUnavailable, ConfigError, PublishError
 
-URL = os.environ.get("POLYBUS_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/")
-
-
-def _reachable() -> bool:
-    parts = urlsplit(URL)
-    try:
-        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 5672), 2):
-            return True
-    except OSError:
-        return False
-
-
-def _required() -> bool:
-    names = {n.strip() for n in os.environ.get("POLYBUS_REQUIRE", "").split(",")}
-    return "all" in names or "rabbitmq" in names
-
 
 @pytest.fixture
-async def bus() -> AsyncIterator[polybus.Bus]:
-    if not _reachable():
-        if _required():
-            pytest.fail(f"RabbitMQ required but not reachable at {polybus.config.redact(URL)}")
-        pytest.skip(f"RabbitMQ not reachable at {polybus.config.redact(URL)}")
-    async with polybus.connect(URL) as b:
+async def bus(rabbitmq_url: str) -> AsyncIterator[polybus.Bus]:
+    async with polybus.connect(rabbitmq_url) as b:
         yield b
 
 
@@ -100,21 +78,21 @@ async def test_conflicting_exchange_is_a_config_error(bus: polybus.Bus) -> None:
     await bus.publish(other, b"still fine")
 
 
-async def test_conflicting_queue_type_is_a_config_error(bus: polybus.Bus) -> None:
+async def test_conflicting_queue_type_is_a_config_error(
+    bus: polybus.Bus, rabbitmq_url: str
+) -> None:
     topic = _name()
     await bus.declare(topic, "g")
-    classic = polybus.connect(URL, queue_type="classic")
+    classic = polybus.connect(rabbitmq_url, queue_type="classic")
     async with classic:
         with pytest.raises(ConfigError) as info:
             await classic.declare(topic, "g")
     assert info.value.field == "group"
 
 
-async def test_unroutable_error_mode() -> None:
-    if not _reachable():
-        pytest.skip("RabbitMQ not reachable")
+async def test_unroutable_error_mode(rabbitmq_url: str) -> None:
     topic = _name()
-    async with polybus.connect(URL, on_unroutable="error") as strict:
+    async with polybus.connect(rabbitmq_url, on_unroutable="error") as strict:
         msg_id = "unroutable-1"
         with pytest.raises(PublishError) as info:
             await strict.publish(topic, b"to nobody", id=msg_id)

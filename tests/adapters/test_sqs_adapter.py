@@ -5,7 +5,7 @@ native redrive, leases, cancellation, FIFO ids and error hygiene."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 import sqs_support as support
@@ -24,8 +24,8 @@ IDLE = 15.0
 
 
 @pytest.fixture(scope="session")
-def url() -> Iterator[str]:
-    yield from support.broker_url()
+def url(sqs_url: str) -> str:
+    return sqs_url
 
 
 @pytest.fixture

@@ -96,16 +96,26 @@ def test_bad_limit_names_the_field() -> None:
     assert info.value.field == "max_deliveries"
 
 
-async def test_a_crash_looping_message_is_caught_after_n_sigkilled_runs(tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", ["guard", "chain"])
+async def test_a_crash_looping_message_is_caught_after_n_sigkilled_runs(
+    tmp_path: Path, mode: str
+) -> None:
     """A message that kills its consumer is dead-lettered on run N+1, unrun.
 
-    Simulation, stated plainly: memory:// dies with the process, so each child process
-    publishes the same message id to its own fresh memory:// broker, standing in for a
-    real broker that redelivers an unacked message after its consumer was SIGKILLed.
-    The broker's delivery_attempt is therefore 1 in every run and cannot catch the
-    loop; the only thing carried from run to run is the guard's SQLite store, which
-    records each delivery before the handler runs. That store-counting path is what
-    protects backends without a native delivery count, and it is what is tested here.
+    This tests the store-count path, the one that protects backends without a native
+    delivery count (Kafka). Simulation, stated plainly: memory:// dies with the
+    process, so each child process publishes the same message id to its own fresh
+    memory:// broker, standing in for a real broker that redelivers an unacked message
+    after its consumer was SIGKILLed. The broker's delivery_attempt is therefore 1 in
+    every run (asserted below) and cannot catch the loop; the only thing carried from
+    run to run is the guard's SQLite store, which records each delivery before the
+    handler runs.
+
+    ``guard``: the guard alone, forced to count in its store. ``chain``: the
+    recommended poison guard + dead letter + retry chain, the guard left on
+    ``counting="auto"`` on a bus declaring ``native_delivery_count=False`` (as Kafka
+    does); each run first fails transiently and is retried in process by Retry, whose
+    own count restarts after every crash: only the guard's store count stops the loop.
     """
     db = tmp_path / "poison.db"
     message_id = uuid.uuid4().hex
@@ -118,6 +128,7 @@ async def test_a_crash_looping_message_is_caught_after_n_sigkilled_runs(tmp_path
             str(db),
             message_id,
             str(limit),
+            mode,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
         )
@@ -125,10 +136,13 @@ async def test_a_crash_looping_message_is_caught_after_n_sigkilled_runs(tmp_path
         assert proc.returncode is not None
         return proc.returncode, out.decode() + err.decode()
 
+    calls = ["call=1", "call=2"] if mode == "chain" else ["call=1"]
     for run in range(1, limit + 1):
         code, output = await run_child()
         assert code == -signal.SIGKILL, f"run {run}: {output}"
-        assert f"HANDLER {message_id}" in output
+        handled = [line for line in output.splitlines() if line.startswith("HANDLER")]
+        # the broker's own count never moves: only the store can see the loop
+        assert handled == [f"HANDLER {message_id} attempt=1 {c}" for c in calls], output
     code, output = await run_child()
     assert code == 0, output
     assert "HANDLER" not in output  # caught before the handler ran

@@ -21,6 +21,8 @@ from pathlib import Path
 
 from polybus.config import redact
 
+from . import cleanup
+
 
 class Unavailable(Exception):
     """No broker could be provided; the message says why (shown as the skip reason)."""
@@ -70,6 +72,12 @@ class Broker:
 
     def describe(self) -> str:
         return f"{self.backend} at {redact(self.url)} ({self.flavour}, {self.origin})"
+
+    def detach(self) -> None:
+        """Let the broker outlive this process (``polybus brokers up``): it is no longer
+        killed at exit or on SIGTERM; stopping it is then up to the caller."""
+        for pid in self.pids:
+            cleanup.untrack(pid)
 
 
 class Launcher(abc.ABC):
@@ -131,7 +139,7 @@ class Process:
     def _spawn(self) -> subprocess.Popen[bytes]:
         with self.log.open("ab") as out:
             # own session: the whole tree (launcher scripts, JVMs, beam) stops together
-            return subprocess.Popen(
+            popen = subprocess.Popen(
                 self._argv,
                 stdin=subprocess.DEVNULL,
                 stdout=out,
@@ -140,6 +148,9 @@ class Process:
                 cwd=self._cwd,
                 start_new_session=True,
             )
+        # killed at exit or on SIGTERM/SIGHUP unless stopped first: no orphaned brokers
+        cleanup.track(popen.pid, self.name)
+        return popen
 
     def respawn(self) -> None:
         """Start the same program again (same arguments, environment and log) after
@@ -178,6 +189,8 @@ class Process:
     def _signal(self, sig: int) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.pid, sig)
+        if sig == signal.SIGKILL:  # every way of stopping ends here: the group is gone
+            cleanup.untrack(self.pid)
 
 
 def wait_ready(

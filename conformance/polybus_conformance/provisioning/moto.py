@@ -24,6 +24,11 @@ from .base import (
 
 REGION = "us-east-1"
 
+# SQS's default visibility timeout is 30 s: a test of a consumer that died (or of a
+# message left unsettled) would wait that long for the redelivery. A shorter timeout is
+# test speed only, the redelivery mechanism is unchanged (like tansu's group timings).
+TEST_VISIBILITY = "visibility_timeout=5"
+
 
 def _sqs_ready(port: int) -> bool:
     if not port_open(port):
@@ -63,7 +68,7 @@ class MotoLauncher(Launcher):
         endpoint = f"http://127.0.0.1:{port}"
         return Broker(
             backend=self.backend,
-            url=f"sqs://?region={REGION}&endpoint_url={endpoint}",
+            url=f"sqs://?region={REGION}&endpoint_url={endpoint}&{TEST_VISIBILITY}",
             flavour=self.flavour,
             origin="local",
             log_dir=workdir,

@@ -37,7 +37,9 @@ class NatsLauncher(Launcher):
         if program is None:
             raise FileNotFoundError(self.program)
         port = free_port()
-        store = workdir / "jetstream"
+        # a store per server: two sessions sharing a workdir must not share JetStream
+        # files; the data dies with this private server (its log is kept)
+        store = workdir / f"jetstream-{port}"
         store.mkdir(parents=True, exist_ok=True)
         proc = Process(
             "nats-server",
@@ -45,6 +47,12 @@ class NatsLauncher(Launcher):
             workdir / "nats-server.log",
         )
         wait_ready([proc], lambda: _jetstream_ready(port), timeout, "nats-server")
+        stop_server = stopper([proc], port)
+
+        def stop() -> None:
+            stop_server()
+            shutil.rmtree(store, ignore_errors=True)
+
         return Broker(
             backend=self.backend,
             url=f"nats://127.0.0.1:{port}",
@@ -52,7 +60,7 @@ class NatsLauncher(Launcher):
             origin="local",
             log_dir=workdir,
             pids=tuple(p.pid for p in [proc]),
-            _stop=stopper([proc], port),
+            _stop=stop,
             # the store directory stays: JetStream streams and consumers survive
             _restart=restarter([proc], port, lambda: _jetstream_ready(port), "nats-server"),
         )

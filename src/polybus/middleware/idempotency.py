@@ -14,7 +14,9 @@ The processed marker is written only after the handler succeeded, so a failed at
 never makes its redelivery look like a duplicate. While the handler runs, an
 in-progress lease keeps a concurrent twin (a redelivery racing the first delivery) from
 running too: the twin is nacked with ``busy_delay`` and comes back after the lease
-holder finished. A duplicate is acked without running the handler.
+holder finished. A duplicate is acked without running the handler, never silently:
+each skip logs one INFO line on ``polybus.middleware.idempotency`` with the topic,
+group, message id and strategy.
 
 ``atomic=True`` (SQL stores, ``ProcessedIds`` only) runs the handler inside a store
 transaction: the handler writes its effect through
@@ -170,7 +172,7 @@ class Idempotency:
             where = scope(msg)
             stored = await store.sequence(f"seq:{where}", entity)
             if stored is not None and seq <= stored:
-                log.debug("duplicate by sequence topic=%s id=%s seq=%d", msg.topic, msg.id, seq)
+                self._skipped(msg, f" seq={seq} highest={stored}")
                 return
             lease_key = f"{entity}#{seq}"
             claim = await store.claim(f"seqlease:{where}", lease_key, lease)
@@ -181,6 +183,7 @@ class Idempotency:
                 # re-check under the lease: a twin may have finished in between
                 stored = await store.sequence(f"seq:{where}", entity)
                 if stored is not None and seq <= stored:
+                    self._skipped(msg, f" seq={seq} highest={stored}")
                     return
                 await handler(msg)
                 if msg.settlement is None or msg.settlement == "ack":
@@ -200,7 +203,7 @@ class Idempotency:
             async with store.transaction() as tx:
                 # the marker's unique key is the lease: a twin's insert waits for this tx
                 if not await store.mark(tx, f"ids:{scope(msg)}", processing_id(msg), ttl):
-                    log.debug("duplicate topic=%s group=%s id=%s", msg.topic, msg.group, msg.id)
+                    self._skipped(msg, " atomic")
                     return
                 token = set_transaction(tx)
                 try:
@@ -217,9 +220,20 @@ class Idempotency:
 
         return undoable
 
+    def _skipped(self, msg: Message, detail: str = "") -> None:
+        """The one log line of a skipped duplicate (the Worker then acks it)."""
+        log.info(
+            "duplicate skipped topic=%s group=%s id=%s strategy=%s%s",
+            msg.topic,
+            msg.group,
+            msg.id,
+            type(self.strategy).__name__,
+            detail,
+        )
+
     async def _not_claimed(self, msg: Message, claim: Claim) -> None:
         if claim is Claim.DONE:
-            log.debug("duplicate topic=%s group=%s id=%s", msg.topic, msg.group, msg.id)
+            self._skipped(msg)
             return  # the Worker acks it
         log.info(
             "twin in progress, retrying later topic=%s group=%s id=%s", msg.topic, msg.group, msg.id
