@@ -29,10 +29,6 @@ def record_headers(env: Envelope) -> RecordHeaders:
     return out
 
 
-def record_timestamp(env: Envelope) -> int:
-    return int(env.published_at.timestamp() * 1000)
-
-
 class Timestamps:
     """Converts publish times to record timestamps (ms), remembering the last one: a
     batch from ``publish_many`` shares one ``published_at``, so this is one conversion
@@ -94,8 +90,3 @@ class Decoder:
             published_at=published,
             raw=record,
         )
-
-
-def to_message(record: Any, topic: str, group: str) -> Message:
-    """One record as a :class:`Message` (see :meth:`Decoder.message`)."""
-    return Decoder(topic, group).message(record)

@@ -173,3 +173,15 @@ async def test_unsettled_messages_come_back_after_close(bus: polybus.Bus) -> Non
         again = {(await sub.get(timeout=IDLE)).id for _ in held}
     assert again == {m.id for m in held}
     assert first.id not in again
+
+
+def test_pause_grace_is_bounded_by_max_poll_interval() -> None:
+    from polybus_kafka._consumer import pause_grace
+
+    default = KafkaAdapter.from_url("kafka://h:1", {}).settings
+    assert pause_grace(default) == default.pause_after
+    short = KafkaAdapter.from_url("kafka://h:1?max.poll.interval.ms=4000&pause_after=30", {})
+    assert pause_grace(short.settings) == 2.0
+    with pytest.raises(ConfigError) as info:
+        KafkaAdapter.from_url("kafka://h:1?pause_after=0", {})
+    assert info.value.field == "pause_after"

@@ -173,8 +173,7 @@ def test_signal_handlers_are_restored_and_rearmed() -> None:
 def test_url_options_replace_and_keep() -> None:
     url = "sqs://?region=us-east-1&endpoint_url=http://127.0.0.1:5000&visibility_timeout=5"
     assert with_options(url, {"visibility_timeout": 7, "fifo": True}) == (
-        "sqs://?region=us-east-1&endpoint_url=http://127.0.0.1:5000"
-        "&visibility_timeout=7&fifo=true"
+        "sqs://?region=us-east-1&endpoint_url=http://127.0.0.1:5000&visibility_timeout=7&fifo=true"
     )
     assert with_options("nats://h:1", {"ack_wait": "3"}) == "nats://h:1?ack_wait=3"
     assert parse_options("fifo=true&a=") == {"fifo": "true", "a": ""}
