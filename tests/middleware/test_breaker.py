@@ -103,7 +103,8 @@ async def test_twins_deferred_by_idempotency_are_not_failures() -> None:
     async def handler(msg: Message) -> None:
         await asyncio.sleep(0.02)  # simulated work, so that the twins overlap
 
-    idem = Idempotency(MemoryStore(), busy_delay=0.01)
+    # a twin is deferred for its holder's remaining lease: keep the lease short
+    idem = Idempotency(MemoryStore(), lease=0.5, busy_delay=0.01)
     async with (
         polybus.connect(memory_url()) as bus,
         running(bus, [outcomes, breaker, idem], handler),

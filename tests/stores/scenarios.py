@@ -4,6 +4,7 @@ their real servers): the same assertions for each, never weakened for one."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections import Counter
 
@@ -11,7 +12,7 @@ import polybus
 from middleware.helpers import Outcomes, memory_url, running, until
 from polybus import Message, Outgoing
 from polybus.middleware import Idempotency
-from polybus.stores import Store, current_transaction
+from polybus.stores import Claim, Store, current_transaction
 
 
 async def duplicates_processed_once(
@@ -39,7 +40,9 @@ async def duplicates_processed_once(
             running_now.discard(msg.id)
 
     outcomes = Outcomes()
-    idem = Idempotency(store, busy_delay=0.02, atomic=atomic)
+    # twins are deferred for their holder's remaining lease: a short one keeps the test
+    # fast while still far above the 10 ms handler (a twin after it would run again)
+    idem = Idempotency(store, lease=1.0, busy_delay=0.02, atomic=atomic)
     async with (
         polybus.connect(memory_url()) as bus,
         running(bus, [outcomes, idem], handler, max_in_flight=16),
@@ -112,3 +115,32 @@ async def atomic_failure_leaves_nothing(
             await third.ack()
     assert runs == 2
     assert await state(msg_id) == (1, 1)
+
+
+async def dead_holder_defers_then_runs(store: Store) -> tuple[int, int]:
+    """A consumer died holding the lease on a message: with the recommended chain
+    (limit 3 deliveries) the message is deferred until the lease expired, then
+    processed exactly once, never dead-lettered. Returns (deliveries, deferrals)."""
+    lease = 0.5
+    runs: list[int] = []
+    outcomes = Outcomes()
+
+    async def handler(msg: Message) -> None:
+        runs.append(msg.delivery_attempt)
+
+    msg_id = uuid.uuid4().hex
+    chain = polybus.defaults(idempotency=store, max_deliveries=3, lease=lease, busy_delay=0.05)
+    async with polybus.connect(memory_url()) as bus:
+        await bus.declare("orders", "g")
+        await bus.publish("orders", b"healthy", id=msg_id)
+        assert await store.claim("ids:orders/g", msg_id, lease) is Claim.CLAIMED
+        async with running(bus, [outcomes, *chain], handler):
+            await until(
+                lambda: outcomes.count("ack") == 1, deadline=10, what="processed after the lease"
+            )
+        async with bus.dead_letters("orders", group="g") as dead:
+            with contextlib.suppress(TimeoutError):
+                letter = await dead.get(timeout=0.2)
+                raise AssertionError(f"dead-lettered: {letter.headers}")
+    assert len(runs) == 1
+    return runs[0], outcomes.count("nack")

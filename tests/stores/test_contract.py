@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 
 from polybus.stores import Claim, Store
+from polybus.stores.base import ReportsRemainingLease, UncountingStore
 
-from .scenarios import duplicates_processed_once
+from .scenarios import dead_holder_defers_then_runs, duplicates_processed_once
 
 
 async def test_claim_complete_and_duplicates(store: Store) -> None:
@@ -45,6 +46,44 @@ async def test_expired_lease_and_expired_marker_free_the_key(store: Store) -> No
         await asyncio.sleep(0.02)
 
 
+async def test_a_busy_claim_reports_the_remaining_lease(store: Store) -> None:
+    assert isinstance(store, ReportsRemainingLease)
+    first = await store.try_claim("s", "f", lease=30)
+    assert first.claim is Claim.CLAIMED
+    assert first.remaining is None
+    busy = await store.try_claim("s", "f", lease=30)
+    assert busy.claim is Claim.BUSY
+    assert busy.remaining is not None
+    # the holder's lease (30 s), not the asker's, and only a little of it used up
+    assert 20 < busy.remaining <= 30
+    await store.complete("s", "f", ttl=None)
+    done = await store.try_claim("s", "f", lease=30)
+    assert (done.claim, done.remaining) == (Claim.DONE, None)
+
+
+async def test_a_short_lease_reports_a_short_remainder(store: Store) -> None:
+    assert isinstance(store, ReportsRemainingLease)
+    assert (await store.try_claim("s", "g", lease=2.0)).claim is Claim.CLAIMED
+    busy = await store.try_claim("s", "g", lease=60)
+    assert busy.claim is Claim.BUSY
+    assert busy.remaining is not None
+    assert 0 <= busy.remaining <= 2.0
+
+
+async def test_decr_takes_back_one_count_and_never_goes_below_zero(store: Store) -> None:
+    assert isinstance(store, UncountingStore)
+    assert await store.decr("s", "absent") == 0
+    assert [await store.incr("s", "n", ttl=60) for _ in range(2)] == [1, 2]
+    assert await store.decr("s", "n") == 1
+    assert await store.incr("s", "n", ttl=60) == 2
+    assert await store.decr("s", "n") == 1
+    assert await store.decr("s", "n") == 0
+    assert await store.decr("s", "n") == 0
+    assert await store.incr("s", "n", ttl=60) == 1
+    await store.reset("s", "n")
+    assert await store.decr("s", "n") == 0
+
+
 async def test_sequences_only_move_forward(store: Store) -> None:
     assert await store.sequence("s", "acct-1") is None
     await store.advance("s", "acct-1", 5)
@@ -76,3 +115,13 @@ async def test_duplicates_are_processed_once_under_concurrency(store: Store) -> 
     outcomes = await duplicates_processed_once(store)
     # the copies really raced: some found their twin's lease and were sent back
     assert outcomes["nack"] > 0
+
+
+async def test_a_dead_holders_lease_costs_one_deferral_not_the_poison_limit(
+    store: Store,
+) -> None:
+    deliveries, deferrals = await dead_holder_defers_then_runs(store)
+    # deferred for the remaining lease: one deferral, a second only if the store's
+    # clock and the broker's disagree by more than the margin; never the limit (3)
+    assert 1 <= deferrals <= 2
+    assert deliveries == deferrals + 1

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -72,3 +74,39 @@ deferred: ContextVar[bool] = ContextVar("polybus_deferred", default=False)
 """Set by a middleware that nacks a message for a reason that is not a failure (the
 idempotency lease of a twin in progress), so the circuit breaker does not count it.
 Middleware await each other directly, so an inner ``set`` is visible outside."""
+
+
+class DeferralWatch:
+    """Whether an inner middleware deferred the message (see :func:`watch_deferral`)."""
+
+    __slots__ = ("outer", "seen")
+
+    def __init__(self, outer: DeferralWatch | None) -> None:
+        self.outer = outer
+        self.seen = False
+
+
+_watch: ContextVar[DeferralWatch | None] = ContextVar("polybus_deferral_watch", default=None)
+
+
+@contextmanager
+def watch_deferral() -> Iterator[DeferralWatch]:
+    """Learn whether the chain inside deferred the message. ``deferred`` alone cannot
+    tell a middleware outside the circuit breaker: the breaker resets it on its way out
+    (that reset keeps one message's deferral from leaking into the next)."""
+    watch = DeferralWatch(_watch.get())
+    token = _watch.set(watch)
+    try:
+        yield watch
+    finally:
+        _watch.reset(token)
+
+
+def note_deferral() -> None:
+    """Record that the message is being nacked for a reason that is not a failure:
+    sets :data:`deferred` and tells every :func:`watch_deferral` around the call."""
+    deferred.set(True)
+    watch = _watch.get()
+    while watch is not None:
+        watch.seen = True
+        watch = watch.outer

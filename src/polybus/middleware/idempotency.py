@@ -13,10 +13,20 @@ Strategies (what makes two deliveries "the same"):
 The processed marker is written only after the handler succeeded, so a failed attempt
 never makes its redelivery look like a duplicate. While the handler runs, an
 in-progress lease keeps a concurrent twin (a redelivery racing the first delivery) from
-running too: the twin is nacked with ``busy_delay`` and comes back after the lease
-holder finished. A duplicate is acked without running the handler, never silently:
-each skip logs one INFO line on ``polybus.middleware.idempotency`` with the topic,
-group, message id and strategy.
+running too: the twin is deferred until the lease can have expired, that is nacked
+with a delay of the lease's remaining time (as the store reports it) plus a random
+``0..busy_delay`` and a small margin, capped at ``lease`` and at the backend's
+``max_delay``. When it comes back the holder has either finished (the twin is a
+duplicate and is acked), failed and released the lease, or died: its lease has then
+expired and the twin runs. So a consumer that died holding a lease costs its message
+one deferred delivery (two at most, when clocks disagree), never a trip to the
+poison-pill limit; the deferral is not a failure for the circuit breaker, nor a
+counted delivery for the poison guard. On a backend without delayed redelivery the
+twin waits in process instead (holding its in-flight slot) and claims again.
+
+A duplicate is acked without running the handler, never silently: each skip logs one
+INFO line on ``polybus.middleware.idempotency`` with the topic, group, message id and
+strategy; each deferral logs one INFO line with its delay.
 
 ``atomic=True`` (SQL stores, ``ProcessedIds`` only) runs the handler inside a store
 transaction: the handler writes its effect through
@@ -26,9 +36,11 @@ together or not at all; the marker's unique key is the lease.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import logging
+import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
@@ -41,14 +53,19 @@ from ..stores.base import (
     Claim,
     Store,
     TransactionalStore,
+    claim_reporting,
     reset_transaction,
     set_transaction,
 )
-from ._common import deferred, processing_id, scope
+from ._common import capabilities_of, note_deferral, processing_id, scope
 
 __all__ = ["Idempotency", "ProcessedIds", "Sequences", "TimeWindow"]
 
 log = logging.getLogger("polybus.middleware.idempotency")
+
+_MARGIN = 0.02
+"""Seconds added to a twin's deferral so that it comes back after the lease expired,
+not at the instant it expires (the store's and the broker's clocks differ a little)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,8 +97,11 @@ class Idempotency:
     """Skip messages already processed, by ``strategy``, using ``store``.
 
     ``lease`` bounds how long a crashed holder blocks its twins (keep it above the
-    longest handler run). Sets ``provides_idempotency`` for
-    ``delivery="effectively_once"``.
+    longest handler run: a twin arriving after it runs too). A twin of a message in
+    progress is deferred for the lease's remaining time plus up to ``busy_delay``
+    seconds of random jitter, capped at ``lease`` (see the module docstring). With a
+    store that cannot report the remaining time (no ``try_claim``) it waits the whole
+    ``lease``. Sets ``provides_idempotency`` for ``delivery="effectively_once"``.
     """
 
     provides_idempotency = True
@@ -104,6 +124,8 @@ class Idempotency:
             raise ConfigError("strategy", "TimeWindow.seconds must be > 0")
         if not lease > 0:
             raise ConfigError("lease", f"must be > 0, got {lease!r}")
+        if not busy_delay >= 0:
+            raise ConfigError("busy_delay", f"must be >= 0, got {busy_delay!r}")
         if atomic and not isinstance(store, TransactionalStore):
             raise ConfigError(
                 "atomic", f"{type(store).__name__} cannot join a transaction; use a SQL store"
@@ -115,6 +137,8 @@ class Idempotency:
         self.lease = lease
         self.busy_delay = busy_delay
         self.atomic = atomic
+        self._rng = random.Random()
+        self._warned: set[str] = set()
 
     def __repr__(self) -> str:
         return f"<Idempotency {self.strategy!r} store={self.store!r} atomic={self.atomic}>"
@@ -143,14 +167,12 @@ class Idempotency:
         ttl: float | None,
         identify: Callable[[Message], str],
     ) -> Handler:
-        store, lease = self.store, self.lease
+        store = self.store
 
         async def deduplicating(msg: Message) -> None:
             where = f"{kind}:{msg.topic}/{msg.group or ''}"
             key = identify(msg)
-            claim = await store.claim(where, key, lease)
-            if claim is not Claim.CLAIMED:
-                await self._not_claimed(msg, claim)
+            if not await self._claim(msg, where, key):
                 return
             try:
                 await handler(msg)
@@ -165,7 +187,7 @@ class Idempotency:
         return deduplicating
 
     def _sequences(self, handler: Handler, strategy: Sequences) -> Handler:
-        store, lease = self.store, self.lease
+        store = self.store
 
         async def in_sequence(msg: Message) -> None:
             entity, seq = _sequence_of(msg, strategy.header)
@@ -175,9 +197,7 @@ class Idempotency:
                 self._skipped(msg, f" seq={seq} highest={stored}")
                 return
             lease_key = f"{entity}#{seq}"
-            claim = await store.claim(f"seqlease:{where}", lease_key, lease)
-            if claim is not Claim.CLAIMED:
-                await self._not_claimed(msg, claim)
+            if not await self._claim(msg, f"seqlease:{where}", lease_key):
                 return
             try:
                 # re-check under the lease: a twin may have finished in between
@@ -231,15 +251,78 @@ class Idempotency:
             detail,
         )
 
-    async def _not_claimed(self, msg: Message, claim: Claim) -> None:
-        if claim is Claim.DONE:
-            self._skipped(msg)
-            return  # the Worker acks it
-        log.info(
-            "twin in progress, retrying later topic=%s group=%s id=%s", msg.topic, msg.group, msg.id
+    async def _claim(self, msg: Message, where: str, key: str) -> bool:
+        """Take the lease on ``key``: True when this delivery holds it and runs. False
+        when the message was settled here instead: a duplicate (left for the Worker to
+        ack) or a twin deferred until the holder's lease can have expired."""
+        while True:
+            result = await claim_reporting(self.store, where, key, self.lease)
+            if result.claim is Claim.CLAIMED:
+                return True
+            if result.claim is Claim.DONE:
+                self._skipped(msg)
+                return False
+            delay = self._deferral(msg, result.remaining)
+            if self._broker_can_wait(msg):
+                log.info(
+                    "twin in progress, deferred for %.3fs topic=%s group=%s id=%s",
+                    delay,
+                    msg.topic,
+                    msg.group,
+                    msg.id,
+                )
+                # not a failure: the breaker must not count it, nor the poison guard
+                note_deferral()
+                await msg.nack(delay=delay)
+                return False
+            log.info(
+                "twin in progress, waiting %.3fs in process topic=%s group=%s id=%s",
+                delay,
+                msg.topic,
+                msg.group,
+                msg.id,
+            )
+            await asyncio.sleep(delay)
+
+    def _deferral(self, msg: Message, remaining: float | None) -> float:
+        """How long a twin waits: until the holder's lease can have expired."""
+        if remaining is None:
+            self._warn_once(
+                "unknown",
+                "%s cannot report a lease's remaining time (no try_claim): twins of a "
+                "message in progress wait the whole lease=%gs",
+                type(self.store).__name__,
+                self.lease,
+            )
+            remaining = self.lease
+        jitter = self._rng.uniform(0.0, self.busy_delay) if self.busy_delay else 0.0
+        # capped at our lease: a longer lease taken by another worker's settings costs a
+        # second deferral, never an unbounded wait
+        delay = min(self.lease, remaining + _MARGIN + jitter)
+        caps = capabilities_of(msg)
+        if caps is not None and caps.max_delay is not None:
+            delay = min(delay, caps.max_delay)
+        return delay
+
+    def _broker_can_wait(self, msg: Message) -> bool:
+        """False on a backend without delayed redelivery, where a nack comes straight
+        back and would burn the message's deliveries while the lease lasts."""
+        caps = capabilities_of(msg)
+        if caps is None or caps.delayed_redelivery:
+            return True
+        self._warn_once(
+            "no-delay",
+            "topic=%s group=%s: the backend has no delayed redelivery, so twins of a "
+            "message in progress wait in process, keeping their in-flight slot",
+            msg.topic,
+            msg.group,
         )
-        deferred.set(True)  # not a failure: the circuit breaker must not count it
-        await msg.nack(delay=self.busy_delay)
+        return False
+
+    def _warn_once(self, what: str, text: str, *args: object) -> None:
+        if what not in self._warned:
+            self._warned.add(what)
+            log.warning(text, *args)
 
 
 class _Undo(Exception):

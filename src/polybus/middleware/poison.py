@@ -6,7 +6,11 @@ message goes to the dead-letter destination instead. The attempt number is the
 broker's own ``delivery_attempt`` where ``Capabilities.native_delivery_count`` says it
 survives consumer crashes; otherwise the guard counts deliveries in its store, keyed
 by topic, group and message id, and records each one *before* the handler runs, so a
-crash inside the handler is counted too.
+crash inside the handler is counted too. A delivery that an inner middleware deferred
+without it being a failure (the idempotency middleware sending back the twin of a
+message in progress) is taken back out of the store count, where the store can
+(``decr``, every built-in store); a broker's own count includes it regardless, which
+is why such deferrals are made rare (one per lease, not one per second).
 """
 
 from __future__ import annotations
@@ -18,9 +22,9 @@ from .. import headers as h
 from .._message import Message
 from .._worker import Handler
 from ..errors import ConfigError
-from ..stores.base import Store
+from ..stores.base import Store, UncountingStore
 from ..stores.memory import MemoryStore
-from ._common import capabilities_of, scope
+from ._common import capabilities_of, scope, watch_deferral
 
 __all__ = ["PoisonGuard"]
 
@@ -60,6 +64,7 @@ class PoisonGuard:
         self.counting: Counting = counting
         self.ttl = ttl
         self._warned = False
+        self._warned_uncount = False
 
     def __repr__(self) -> str:
         return f"<PoisonGuard max_deliveries={self.max_deliveries} counting={self.counting}>"
@@ -99,8 +104,25 @@ class PoisonGuard:
                 if counted:
                     await self.store.reset(f"poison:{scope(msg)}", msg.id)
                 return
-            await handler(msg)
+            with watch_deferral() as watch:
+                await handler(msg)
             if counted and msg.settlement in (None, "ack"):
                 await self.store.reset(f"poison:{scope(msg)}", msg.id)
+            elif counted and watch.seen:
+                await self._uncount(msg)
 
         return guarded
+
+    async def _uncount(self, msg: Message) -> None:
+        """Take back the count of a deferred delivery: it was not an attempt."""
+        if isinstance(self.store, UncountingStore):
+            await self.store.decr(f"poison:{scope(msg)}", msg.id)
+        elif not self._warned_uncount:
+            self._warned_uncount = True
+            log.warning(
+                "topic=%s group=%s: %s cannot take a count back (no decr), so deliveries "
+                "deferred by the idempotency middleware count toward max_deliveries",
+                msg.topic,
+                msg.group,
+                type(self.store).__name__,
+            )

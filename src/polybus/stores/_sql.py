@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .base import Claim, Transaction
+from .base import Claim, ClaimResult, Transaction
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +25,7 @@ class Statements:
     sequence: str
     advance: str
     incr: str
+    decr: str
     reset: str
     mark: str
 
@@ -73,6 +74,13 @@ def statements(table: str, *, placeholder: str, real: str, greatest: str) -> Sta
             " expires_at = excluded.expires_at"
             " RETURNING value"
         ),
+        # an expired counter counts as absent, as in ``incr``: nothing to take back
+        decr=(
+            f"UPDATE {t} SET value = value - 1"
+            f" WHERE scope = {p} AND key = {p} AND state = 'count' AND value > 0"
+            f" AND expires_at >= {p}"
+            " RETURNING value"
+        ),
         reset=f"DELETE FROM {t} WHERE scope = {p} AND key = {p}",
         # inside the caller's transaction: the unique key makes a concurrent twin wait
         mark=(
@@ -102,14 +110,22 @@ class SQLStore:
         raise NotImplementedError
 
     async def claim(self, scope: str, key: str, lease: float) -> Claim:
+        return (await self.try_claim(scope, key, lease)).claim
+
+    async def try_claim(self, scope: str, key: str, lease: float) -> ClaimResult:
         for _ in range(5):  # a row deleted between the two statements: try again
             moment = time.time()
             if await self._run(self._sql.claim, (scope, key, moment + lease, moment)):
-                return Claim.CLAIMED
+                return ClaimResult(Claim.CLAIMED)
             rows = await self._run(self._sql.state, (scope, key))
             if rows:
-                return Claim.DONE if rows[0][0] == "done" else Claim.BUSY
-        return Claim.BUSY
+                state, expires_at = rows[0]
+                if state == "done":
+                    return ClaimResult(Claim.DONE)
+                left = None if expires_at is None else max(0.0, expires_at - time.time())
+                return ClaimResult(Claim.BUSY, left)
+        # the row kept vanishing: someone is claiming and releasing it right now
+        return ClaimResult(Claim.BUSY, 0.0)
 
     async def complete(self, scope: str, key: str, ttl: float | None) -> None:
         await self._run(self._sql.complete, (scope, key, expiry(time.time(), ttl)))
@@ -128,6 +144,10 @@ class SQLStore:
         moment = time.time()
         rows = await self._run(self._sql.incr, (scope, key, moment + ttl, moment))
         return int(rows[0][0])
+
+    async def decr(self, scope: str, key: str) -> int:
+        rows = await self._run(self._sql.decr, (scope, key, time.time()))
+        return int(rows[0][0]) if rows else 0
 
     async def reset(self, scope: str, key: str) -> None:
         await self._run(self._sql.reset, (scope, key))

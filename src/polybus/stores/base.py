@@ -10,6 +10,13 @@ uses ``TOPIC/GROUP`` plus a prefix per purpose) so groups never see each other's
 * sequences: the highest sequence number processed per entity;
 * counters: delivery attempts, for backends without a native delivery count.
 
+Two abilities beyond :class:`Store` are their own small protocols, so a store written
+against the original protocol keeps working: :class:`ReportsRemainingLease` (``try_claim``
+says how long a busy lease has left, so a twin can wait exactly that long) and
+:class:`UncountingStore` (``decr`` takes back one count, so a deferral is not counted
+as a delivery). Every store in this package has both; :func:`claim_reporting` falls
+back to plain ``claim`` (remaining lease unknown) for a store without ``try_claim``.
+
 Every method is a coroutine called from the event loop and is safe to call from many
 tasks at once. Expiry uses the wall clock of the calling process, so workers sharing
 a store need roughly synchronised clocks (seconds, not minutes, of skew).
@@ -24,15 +31,20 @@ import enum
 import re
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from ..errors import ConfigError
 
 __all__ = [
     "Claim",
+    "ClaimResult",
+    "ReportsRemainingLease",
     "Store",
     "Transaction",
     "TransactionalStore",
+    "UncountingStore",
+    "claim_reporting",
     "current_transaction",
 ]
 
@@ -76,6 +88,42 @@ class Store(Protocol):
 
     async def close(self) -> None:
         """Release connections. Idempotent."""
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimResult:
+    """The outcome of :meth:`ReportsRemainingLease.try_claim`."""
+
+    claim: Claim
+    remaining: float | None = None
+    """With :attr:`Claim.BUSY`: seconds until the holder's lease expires (0 if it is
+    expiring right now); None for the other outcomes, or when the store cannot tell."""
+
+
+@runtime_checkable
+class ReportsRemainingLease(Protocol):
+    """A store that says, when a claim fails, how long the holder's lease has left."""
+
+    async def try_claim(self, scope: str, key: str, lease: float) -> ClaimResult:
+        """:meth:`Store.claim`, plus the remaining lease when the key is busy. The
+        outcome and the remaining time come from one look at the record."""
+
+
+@runtime_checkable
+class UncountingStore(Protocol):
+    """A store whose counters can be taken back by one."""
+
+    async def decr(self, scope: str, key: str) -> int:
+        """Subtract one from the counter ``key`` (never below 0, expiry unchanged) and
+        return the new value; 0 when the counter is absent or expired."""
+
+
+async def claim_reporting(store: Store, scope: str, key: str, lease: float) -> ClaimResult:
+    """Claim through ``try_claim`` where ``store`` has it, else through ``claim`` with
+    the remaining lease unknown (None)."""
+    if isinstance(store, ReportsRemainingLease):
+        return await store.try_claim(scope, key, lease)
+    return ClaimResult(await store.claim(scope, key, lease))
 
 
 class Transaction(Protocol):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from .base import Claim
+from .base import Claim, ClaimResult
 
 __all__ = ["MemoryStore"]
 
@@ -30,14 +30,21 @@ class MemoryStore:
         return f"<MemoryStore claims={len(self._claims)}>"
 
     async def claim(self, scope: str, key: str, lease: float) -> Claim:
+        return (await self.try_claim(scope, key, lease)).claim
+
+    async def try_claim(self, scope: str, key: str, lease: float) -> ClaimResult:
         k = (scope, key)
         found = self._claims.get(k)
+        moment = time.monotonic()
         if found is not None:
             done, expires = found
-            if expires is None or expires > time.monotonic():
-                return Claim.DONE if done else Claim.BUSY
-        self._claims[k] = (False, time.monotonic() + lease)
-        return Claim.CLAIMED
+            if expires is None or expires > moment:
+                if done:
+                    return ClaimResult(Claim.DONE)
+                # a lease always has an expiry; ``or moment`` only satisfies the type
+                return ClaimResult(Claim.BUSY, (expires or moment) - moment)
+        self._claims[k] = (False, moment + lease)
+        return ClaimResult(Claim.CLAIMED)
 
     async def complete(self, scope: str, key: str, ttl: float | None) -> None:
         self._claims[(scope, key)] = (True, None if ttl is None else time.monotonic() + ttl)
@@ -63,6 +70,15 @@ class MemoryStore:
         found = self._counters.get(k)
         value = found[0] + 1 if found is not None and found[1] > moment else 1
         self._counters[k] = (value, moment + ttl)
+        return value
+
+    async def decr(self, scope: str, key: str) -> int:
+        k = (scope, key)
+        found = self._counters.get(k)
+        if found is None or found[1] <= time.monotonic():
+            return 0
+        value = max(0, found[0] - 1)
+        self._counters[k] = (value, found[1])
         return value
 
     async def reset(self, scope: str, key: str) -> None:

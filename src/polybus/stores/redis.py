@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ..config import redact
-from .base import Claim
+from .base import Claim, ClaimResult
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -21,6 +21,12 @@ _ADVANCE = (
     "local c = redis.call('GET', KEYS[1]) "
     "if (not c) or tonumber(ARGV[1]) > tonumber(c) then redis.call('SET', KEYS[1], ARGV[1]) end "
     "return 0"
+)
+# take one count back, never below zero; DECR keeps the key's expiry
+_DECR = (
+    "local c = tonumber(redis.call('GET', KEYS[1])) "
+    "if (not c) or c <= 0 then return 0 end "
+    "return redis.call('DECR', KEYS[1])"
 )
 
 
@@ -53,15 +59,27 @@ class RedisStore:
         return f"{self.prefix}{kind}:{scope}:{key}"
 
     async def claim(self, scope: str, key: str, lease: float) -> Claim:
+        return (await self.try_claim(scope, key, lease)).claim
+
+    async def try_claim(self, scope: str, key: str, lease: float) -> ClaimResult:
         r = self._redis()
         k = self._key("claim", scope, key)
         for _ in range(5):  # the key expired between the two commands: try again
             if await r.set(k, "lease", nx=True, px=_ms(lease)):
-                return Claim.CLAIMED
-            state = await r.get(k)
-            if state is not None:
-                return Claim.DONE if state == "done" else Claim.BUSY
-        return Claim.BUSY
+                return ClaimResult(Claim.CLAIMED)
+            # one MULTI: the state and its time to live belong to the same record
+            async with r.pipeline(transaction=True) as pipe:
+                pipe.get(k)
+                pipe.pttl(k)
+                state, pttl = await pipe.execute()
+            if state is None:
+                continue
+            if state == "done":
+                return ClaimResult(Claim.DONE)
+            # PTTL is -1 for a key without expiry, which a lease never is
+            return ClaimResult(Claim.BUSY, pttl / 1000 if pttl >= 0 else None)
+        # the key kept vanishing: someone is claiming and releasing it right now
+        return ClaimResult(Claim.BUSY, 0.0)
 
     async def complete(self, scope: str, key: str, ttl: float | None) -> None:
         px = None if ttl is None else _ms(ttl)
@@ -84,6 +102,9 @@ class RedisStore:
             pipe.pexpire(k, _ms(ttl))
             value, _ = await pipe.execute()
         return int(value)
+
+    async def decr(self, scope: str, key: str) -> int:
+        return int(await _eval(self._redis(), _DECR, self._key("count", scope, key)))
 
     async def reset(self, scope: str, key: str) -> None:
         await self._redis().delete(self._key("count", scope, key))
