@@ -10,7 +10,16 @@ The SQL stores can join the handler's transaction (see :func:`current_transactio
 
 from __future__ import annotations
 
-from .base import Claim, Store, Transaction, TransactionalStore, current_transaction
+from .base import (
+    Claim,
+    ClaimResult,
+    ReportsRemainingLease,
+    Store,
+    Transaction,
+    TransactionalStore,
+    UncountingStore,
+    current_transaction,
+)
 from .memory import MemoryStore
 from .postgres import PostgresStore
 from .redis import RedisStore
@@ -18,12 +27,15 @@ from .sqlite import SQLiteStore
 
 __all__ = [
     "Claim",
+    "ClaimResult",
     "MemoryStore",
     "PostgresStore",
     "RedisStore",
+    "ReportsRemainingLease",
     "SQLiteStore",
     "Store",
     "Transaction",
     "TransactionalStore",
+    "UncountingStore",
     "current_transaction",
 ]
