@@ -303,6 +303,8 @@ class Bus:
         if max_deliveries is not None and max_deliveries < 1:
             raise ConfigError("max_deliveries", f"must be >= 1, got {max_deliveries!r}")
         await self._declare(topic, group, GroupSettings(max_deliveries))
+        if group == DLQ_GROUP:
+            return  # dead letters of dead letters would only pile up topics
         dlq = self.adapter.dead_letter_topic(topic, group)
         await self._declare(dlq, DLQ_GROUP, GroupSettings())
 

@@ -8,7 +8,7 @@ from collections import deque
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Literal
 
-from ._deadletter import dead_letter_envelope
+from ._deadletter import DLQ_GROUP, dead_letter_envelope
 from ._message import Message
 from .errors import ConfigError, PolybusError, SettlementError
 from .spi import Consumer
@@ -188,6 +188,11 @@ class Subscription:
         metadata: Mapping[str, str] | None,
     ) -> None:
         consumer = self._check_open(msg, "dead-letter")
+        if self.group == DLQ_GROUP:
+            raise SettlementError(
+                f"message {msg.id} is already a dead letter: ack it, nack it or replay it "
+                "(bus.replay_dead_letters)"
+            )
         msg.settlement = "dead_letter"
         envelope = dead_letter_envelope(msg, reason, error, metadata)
         dlq = self.bus.adapter.dead_letter_topic(self.topic, self.group)

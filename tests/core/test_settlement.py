@@ -222,3 +222,17 @@ async def test_broker_dead_letters_at_max_deliveries(bus: polybus.Bus) -> None:
     assert copy.id == sent
     assert copy.headers[h.DLQ_ATTEMPTS] == "2"
     assert "delivery limit" in copy.headers[h.DLQ_REASON]
+
+
+async def test_a_dead_letter_cannot_be_dead_lettered_again(bus: polybus.Bus) -> None:
+    topic = name("dlq-twice")
+    async with bus.subscribe(topic, group="g") as sub:
+        await bus.publish(topic, b"poison")
+        msg = await sub.get(timeout=WAIT)
+        await msg.dead_letter("bad")
+    async with bus.dead_letters(topic, group="g") as dead:
+        copy = await dead.get(timeout=WAIT)
+        with pytest.raises(SettlementError, match="already a dead letter"):
+            await copy.dead_letter("worse")
+        assert not copy.settled
+        await copy.ack()
