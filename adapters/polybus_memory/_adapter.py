@@ -144,29 +144,14 @@ class MemoryConsumer(Consumer):
                 poisoned.append(entry)
                 continue
             self.in_flight[id(entry)] = entry
-            env = entry.envelope
-            out.append(
-                Message(
-                    id=env.id,
-                    topic=self.topic,
-                    body=env.body,
-                    group=self.group_name,
-                    key=env.key,
-                    headers=dict(env.headers),
-                    content_type=env.content_type,
-                    published_at=env.published_at,
-                    delivery_attempt=entry.deliveries,
-                    raw=entry,
-                    receipt=entry,
-                )
-            )
+            out.append(self._message(entry, entry.deliveries))
         for entry in poisoned:
             await self._native_dead_letter(group, entry, limit or 0)
         return out
 
-    async def _native_dead_letter(self, group: Group, entry: Entry, limit: int) -> None:
+    def _message(self, entry: Entry, attempt: int) -> Message:
         env = entry.envelope
-        msg = Message(
+        return Message(
             id=env.id,
             topic=self.topic,
             body=env.body,
@@ -175,8 +160,13 @@ class MemoryConsumer(Consumer):
             headers=dict(env.headers),
             content_type=env.content_type,
             published_at=env.published_at,
-            delivery_attempt=entry.deliveries - 1,
+            delivery_attempt=attempt,
+            raw=entry,
+            receipt=entry,
         )
+
+    async def _native_dead_letter(self, group: Group, entry: Entry, limit: int) -> None:
+        msg = self._message(entry, entry.deliveries - 1)
         copy = dead_letter_envelope(msg, f"delivery limit of {limit} reached")
         dlq = self.adapter.dead_letter_topic(self.topic, self.group_name)
         self.broker.publish(dlq, [copy])
