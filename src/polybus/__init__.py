@@ -11,7 +11,7 @@
                 await msg.ack()
 """
 
-from . import errors, headers
+from . import errors, headers, stores, sync
 from ._bus import Bus, connect
 from ._message import Envelope, Message, Outgoing
 from ._subscription import DeliveryMode, Subscription
@@ -69,4 +69,6 @@ __all__ = [
     "defaults",
     "errors",
     "headers",
+    "stores",
+    "sync",
 ]
