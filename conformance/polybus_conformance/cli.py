@@ -10,9 +10,9 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
+import subprocess
+import sys
 from pathlib import Path
-
-import pytest
 
 from . import backends, report
 
@@ -51,7 +51,9 @@ def run(args: argparse.Namespace) -> int:
     if args.url:
         argv.append(f"--polybus-url={args.url}")
     argv += shlex.split(args.pytest_args)
-    code = int(pytest.main(argv))
+    # a fresh interpreter: pytest must import (and assert-rewrite) the suite and its
+    # plugins itself, not find them half-imported by this command
+    code = subprocess.call([sys.executable, "-m", "pytest", *argv])
     if args.readme is not None and code in (0, 1):
         data = json.loads((args.report / "conformance.json").read_text())
         report.update_readme(args.readme, data)
