@@ -19,10 +19,12 @@ import subprocess
 import time
 from pathlib import Path
 
-import pika
-
 from polybus_conformance.provisioning.base import Broker, Process, port_open, wait_ready
-from polybus_conformance.provisioning.rabbitmq import SERVER_SCRIPTS, RabbitMQLauncher
+from polybus_conformance.provisioning.rabbitmq import (
+    SERVER_SCRIPTS,
+    RabbitMQLauncher,
+    amqp_ready,
+)
 
 _NODE_ENV = ("HOME", "ERL_EPMD_PORT")
 
@@ -34,22 +36,6 @@ def _ctl_program() -> str:
     if not found:
         raise FileNotFoundError("rabbitmqctl of the rabbitmq-server package")
     return found[-1]
-
-
-def _amqp_ready(port: int) -> bool:
-    """A full AMQP handshake: the node accepts logins, not just TCP connections."""
-    if not port_open(port):
-        return False
-    params = pika.ConnectionParameters(
-        host="127.0.0.1",
-        port=port,
-        credentials=pika.PlainCredentials("guest", "guest"),
-        connection_attempts=1,
-        socket_timeout=2,
-        blocked_connection_timeout=2,
-    )
-    pika.BlockingConnection(params).close()
-    return True
 
 
 class PrivateNode:
@@ -116,7 +102,7 @@ class PrivateNode:
         )
         self._restarted = proc
         self._group = proc.pid
-        wait_ready([proc], lambda: _amqp_ready(self.port), timeout, "rabbitmq-server restart")
+        wait_ready([proc], lambda: amqp_ready(self.port), timeout, "rabbitmq-server restart")
 
     def kill_and_restart(self) -> None:
         self.kill()

@@ -25,7 +25,7 @@ SERVER_SCRIPTS = "/usr/lib/rabbitmq/lib/rabbitmq_server-*/sbin/rabbitmq-server"
 CONFIG = "loopback_users = none\ndisk_free_limit.absolute = 50MB\n"
 
 
-def _amqp_ready(port: int) -> bool:
+def amqp_ready(port: int) -> bool:
     """A full AMQP handshake with the default user."""
     if not port_open(port):
         return False
@@ -85,7 +85,7 @@ class RabbitMQLauncher(Launcher):
         }
         node = Process("rabbitmq-server", [program], workdir / "rabbitmq-server.log", env=env)
         procs = [epmd_proc, node]
-        wait_ready(procs, lambda: _amqp_ready(amqp_port), timeout, "rabbitmq-server")
+        wait_ready(procs, lambda: amqp_ready(amqp_port), timeout, "rabbitmq-server")
         stop_all = stopper(procs, amqp_port)
 
         def stop() -> None:
@@ -105,7 +105,7 @@ class RabbitMQLauncher(Launcher):
             _restart=restarter(
                 [node],
                 amqp_port,
-                lambda: _amqp_ready(amqp_port),
+                lambda: amqp_ready(amqp_port),
                 "rabbitmq-server",
                 keep=[epmd_proc],
                 timeout=timeout,
