@@ -45,28 +45,26 @@ def encode_all(topic: str, envelopes: Sequence[Envelope], *, fifo: bool) -> list
     return wires
 
 
-def sns_entry(wire: _wire.Wire, index: int) -> dict[str, Any]:
+def _entry(body_field: str, wire: _wire.Wire, index: int) -> dict[str, Any]:
     entry: dict[str, Any] = {
         "Id": str(index),
-        "Message": wire.body,
+        body_field: wire.body,
         "MessageAttributes": wire.attributes,
     }
     if wire.group_id is not None:
         entry["MessageGroupId"] = wire.group_id
         entry["MessageDeduplicationId"] = wire.dedup_id
     return entry
+
+
+def sns_entry(wire: _wire.Wire, index: int) -> dict[str, Any]:
+    """A PublishBatch entry (SNS names the body ``Message``)."""
+    return _entry("Message", wire, index)
 
 
 def sqs_entry(wire: _wire.Wire, index: int) -> dict[str, Any]:
-    entry: dict[str, Any] = {
-        "Id": str(index),
-        "MessageBody": wire.body,
-        "MessageAttributes": wire.attributes,
-    }
-    if wire.group_id is not None:
-        entry["MessageGroupId"] = wire.group_id
-        entry["MessageDeduplicationId"] = wire.dedup_id
-    return entry
+    """A SendMessageBatch entry (SQS names the body ``MessageBody``)."""
+    return _entry("MessageBody", wire, index)
 
 
 async def publish(
