@@ -11,17 +11,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import hashlib
 import logging
 import re
 import time
 from collections.abc import Mapping, Sequence
+from functools import partial
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient
 
+from polybus import headers as h
+from polybus._codec import BYTES
 from polybus.capabilities import Capabilities, Ordering
 from polybus.errors import PublishError
 from polybus.spi import Adapter, Consumer, Envelope, GroupSettings
@@ -33,6 +35,8 @@ from ._settings import RECORD_OVERHEAD, KafkaSettings, parse
 
 log = logging.getLogger("polybus.kafka")
 
+_ID = h.ID
+_BYTES = BYTES
 _TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 
 
@@ -144,20 +148,28 @@ class KafkaAdapter(Adapter):
             raise PublishError("the Kafka adapter is not open", retryable=False)
         reports = _Reports(asyncio.get_running_loop())
         failure: PublishError | None = None
-        stamps = _records.Timestamps()
         produce = producer.produce
+        report = reports.report
+        headers_of = _records.record_headers
+        millis = _records.Timestamps().millis
         sent = 0
         for env in envelopes:
+            # the usual envelope (bytes, no user headers) skips a call
+            headers = (
+                [(_ID, env.id)]
+                if env.content_type == _BYTES and not env.headers
+                else headers_of(env)
+            )
             try:
                 while True:
                     try:
                         produce(
                             topic,
-                            value=env.body,
-                            key=env.key,
-                            headers=_records.record_headers(env),
-                            timestamp=stamps.millis(env.published_at),
-                            on_delivery=functools.partial(reports.report, sent),
+                            env.body,
+                            env.key,
+                            headers=headers,
+                            timestamp=millis(env.published_at),
+                            on_delivery=partial(report, sent),
                         )
                         break
                     except BufferError:

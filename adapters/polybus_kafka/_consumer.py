@@ -42,7 +42,7 @@ from polybus.spi import Consumer
 
 from ._errors import admin_error
 from ._settings import KafkaSettings
-from ._state import ConsumerState, Receipt
+from ._state import ConsumerState
 
 log = logging.getLogger("polybus.kafka")
 
@@ -139,18 +139,19 @@ class KafkaConsumer(Consumer):
             await self._wake.wait()
 
     async def ack(self, message: Message) -> None:
-        if self.state.ack(_receipt(message)):
+        state = self.state
+        state.acked.append(message.receipt)  # applied under the lock by the next taker
+        if state.holding:
             self._wake.set()  # a record held back behind this key may be free now
-        else:
-            log.debug(
-                "ack ignored (partition revoked) topic=%s group=%s id=%s",
-                self.topic,
-                self.group,
-                message.id,
-            )
+
+    async def ack_many(self, messages: Sequence[Message]) -> None:
+        state = self.state
+        state.acked.extend([m.receipt for m in messages])
+        if state.holding:
+            self._wake.set()
 
     async def nack(self, message: Message, delay: float | None) -> None:
-        if self.state.nack(_receipt(message), delay):
+        if self.state.nack(message.receipt, delay):
             self._kick.set()
         else:
             log.debug(
@@ -310,10 +311,3 @@ class KafkaConsumer(Consumer):
             return
         self.state.commit_failed([tp.partition for tp in partitions])
         log.warning("commit failed topic=%s group=%s: %s", self.topic, self.group, err.str())
-
-
-def _receipt(message: Message) -> Receipt:
-    receipt = message.receipt
-    if not isinstance(receipt, Receipt):
-        raise SettlementError(f"message {message.id} was not delivered by a Kafka consumer")
-    return receipt

@@ -29,8 +29,9 @@ class PartitionLedger:
     in_flight: dict[int, int] = field(default_factory=dict)
     """offset -> the attempt number it was handed out with."""
     needed: set[int] = field(default_factory=set)
-    attempts: dict[int, int] = field(default_factory=dict)
-    """offset -> deliveries so far, for offsets not yet settled for good."""
+    retries: dict[int, int] = field(default_factory=dict)
+    """offset -> deliveries so far, for nacked offsets waiting to be handed out again
+    (an offset missing here was never handed out: its next delivery is the first)."""
     committed: int | None = None
     """The last position sent to the broker (None: nothing sent by this consumer)."""
 
@@ -42,9 +43,10 @@ class PartitionLedger:
 
     def hand_out(self, offset: int) -> int:
         """Record that ``offset`` goes to the application; return its delivery attempt."""
-        self.needed.discard(offset)
-        attempt = self.attempts.get(offset, 0) + 1
-        self.attempts[offset] = attempt
+        attempt = 1
+        if self.needed:
+            self.needed.discard(offset)
+            attempt += self.retries.pop(offset, 0)
         self.in_flight[offset] = attempt
         if self.delivered_upto is None or offset >= self.delivered_upto:
             self.delivered_upto = offset + 1
@@ -52,15 +54,14 @@ class PartitionLedger:
 
     def ack(self, offset: int) -> bool:
         """Settle ``offset`` for good; False if it was not in flight here."""
-        if self.in_flight.pop(offset, None) is None:
-            return False
-        self.attempts.pop(offset, None)
-        return True
+        return self.in_flight.pop(offset, None) is not None
 
     def nack(self, offset: int) -> bool:
         """Give ``offset`` back for redelivery; False if it was not in flight here."""
-        if self.in_flight.pop(offset, None) is None:
+        attempt = self.in_flight.pop(offset, None)
+        if attempt is None:
             return False
+        self.retries[offset] = attempt
         self.needed.add(offset)
         return True
 

@@ -9,10 +9,17 @@ out of order: a key's next message is never handed out while an earlier one is
 unsettled). A nack of offset ``o`` drops the partition's buffered records and asks the
 thread to seek back to ``o``, so ``o`` comes again before anything after it; messages
 of other keys already handed out stay in flight.
+
+Acks are the hot path: the event loop appends the receipt to :attr:`ConsumerState.acked`
+(a deque, safe to append from any thread without the lock) and whoever takes the lock
+next (handing out, nacking, or the fetch thread computing commits) applies every
+queued ack first. So an ack costs one append, and the ledgers still see every ack
+before anything depends on them.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import deque
@@ -24,13 +31,11 @@ from polybus._message import Message
 from ._ledger import PartitionLedger
 from ._records import Decoder
 
+log = logging.getLogger("polybus.kafka")
 
-@dataclass(frozen=True, slots=True)
-class Receipt:
-    partition: int
-    offset: int
-    generation: int
-    key: str | None
+Receipt = tuple[int, int, int, "str | None"]
+"""What a message carries to be settled: partition, offset, the generation of the
+partition's assignment it came from, key. A plain tuple: one is made per message."""
 
 
 @dataclass(slots=True)
@@ -58,6 +63,11 @@ class ConsumerState:
         self.group = group
         self.capacity = capacity
         self.lock = threading.Lock()
+        self.acked: deque[Receipt] = deque()
+        """Receipts acked by the event loop and not applied to the ledgers yet."""
+        self.holding = False
+        """True while a fetched record waits behind an unsettled message of its key (an
+        ack may free it, so the consumer wakes its fetch call)."""
         self._parts: dict[int, _Partition] = {}
         self._buffer: deque[Message] = deque()
         """Fetched, not handed out yet; each carries its :class:`Receipt` already."""
@@ -68,6 +78,7 @@ class ConsumerState:
 
     def assigned(self, partitions: list[int]) -> None:
         with self.lock:
+            self._apply_acks()
             for p in partitions:
                 self._generation += 1
                 self._parts[p] = _Partition(self._generation)
@@ -79,6 +90,7 @@ class ConsumerState:
         a later ack of one is ignored, and the new owner receives it again.
         """
         with self.lock:
+            self._apply_acks()
             out = []
             gone = set(partitions)
             floors = self._floors()
@@ -88,30 +100,29 @@ class ConsumerState:
                     due = part.ledger.commit_due(floors.get(p))
                     if due is not None:
                         out.append((p, due))
-            self._buffer = deque(m for m in self._buffer if m.receipt.partition not in gone)
+            self._buffer = deque(m for m in self._buffer if m.receipt[0] not in gone)
             return out
 
     def room(self) -> int:
-        with self.lock:
-            return self.capacity - len(self._buffer)
+        return self.capacity - len(self._buffer)  # a len() needs no lock
 
     def add(self, records: list[Any]) -> int:
         """Buffer the admitted records; return how many were buffered."""
-        added = 0
         decode = self._decoder.message
+        # decode before taking the lock: the event loop must not wait for the decoding
+        decoded = [(rec.partition(), rec.offset(), decode(rec)) for rec in records]
+        added = 0
         with self.lock:
-            buffer = self._buffer
-            for rec in records:
-                p = rec.partition()
-                part = self._parts.get(p)
+            parts = self._parts
+            append = self._buffer.append
+            for p, offset, msg in decoded:
+                part = parts.get(p)
                 if part is None or part.rewind_to is not None:
                     continue  # not ours any more, or fetched before a pending seek
-                offset = rec.offset()
                 if not part.ledger.admits(offset):
                     continue  # in flight or acked: a re-fetch after a seek
-                msg = decode(rec)
-                msg.receipt = Receipt(p, offset, part.generation, msg.key)
-                buffer.append(msg)
+                msg.receipt = (p, offset, part.generation, msg.key)
+                append(msg)
                 added += 1
         return added
 
@@ -119,6 +130,7 @@ class ConsumerState:
         """Seeks to run (clearing them), positions to commit, partitions to keep paused."""
         out = Actions()
         with self.lock:
+            self._apply_acks()
             floors = self._floors()
             for p, part in self._parts.items():
                 if part.rewind_to is not None:
@@ -148,6 +160,7 @@ class ConsumerState:
     def positions(self) -> list[tuple[int, int]]:
         """Every position worth committing now (for close)."""
         with self.lock:
+            self._apply_acks()
             out = []
             floors = self._floors()
             for p, part in self._parts.items():
@@ -161,57 +174,84 @@ class ConsumerState:
     def take(self, max_messages: int, now: float) -> list[Message]:
         out: list[Message] = []
         with self.lock:
+            self._apply_acks()
             buffer = self._buffer
+            if not buffer:
+                return out
+            parts = self._parts
             kept: deque[Message] = deque()
+            holding = False
+            popleft = buffer.popleft
+            append = out.append
             while buffer and len(out) < max_messages:
-                msg = buffer.popleft()
-                receipt: Receipt = msg.receipt
-                part = self._parts.get(receipt.partition)
-                if part is None or part.generation != receipt.generation:
+                msg = popleft()
+                p, offset, generation, key = msg.receipt
+                part = parts.get(p)
+                if part is None or part.generation != generation:
                     continue
-                key = receipt.key
-                if part.delayed_until > now or part.rewind_to is not None or key in part.busy:
+                if part.delayed_until > now or part.rewind_to is not None:
                     kept.append(msg)
                     continue
                 if key is not None:
-                    part.busy.add(key)
-                msg.delivery_attempt = part.ledger.hand_out(receipt.offset)
-                out.append(msg)
+                    busy = part.busy
+                    if key in busy:
+                        kept.append(msg)
+                        holding = True
+                        continue
+                    busy.add(key)
+                msg.delivery_attempt = part.ledger.hand_out(offset)
+                append(msg)
             if kept:
                 kept.extend(buffer)
                 self._buffer = kept
+            self.holding = holding
         return out
-
-    def ack(self, receipt: Receipt) -> bool:
-        with self.lock:
-            part = self._live(receipt)
-            if part is None or not part.ledger.ack(receipt.offset):
-                return False
-            if receipt.key is not None:
-                part.busy.discard(receipt.key)
-            return True
 
     def nack(self, receipt: Receipt, delay: float | None) -> bool:
         """Give the message back; the partition rewinds to it (after ``delay``)."""
+        p, offset, _, key = receipt
         with self.lock:
+            self._apply_acks()
             part = self._live(receipt)
-            if part is None or not part.ledger.nack(receipt.offset):
+            if part is None or not part.ledger.nack(offset):
                 return False
-            if receipt.key is not None:
-                part.busy.discard(receipt.key)
-            p = receipt.partition
-            dropped = [m.receipt.offset for m in self._buffer if m.receipt.partition == p]
+            if key is not None:
+                part.busy.discard(key)
+            dropped = [m.receipt[1] for m in self._buffer if m.receipt[0] == p]
             if dropped:
-                self._buffer = deque(m for m in self._buffer if m.receipt.partition != p)
+                self._buffer = deque(m for m in self._buffer if m.receipt[0] != p)
             target = part.ledger.rewind(dropped)
             part.rewind_to = target if part.rewind_to is None else min(part.rewind_to, target)
             if delay:
                 part.delayed_until = max(part.delayed_until, time.monotonic() + delay)
             return True
 
+    def _apply_acks(self) -> None:
+        """Apply the queued acks to the ledgers (lock held)."""
+        acked = self.acked
+        if not acked:
+            return
+        parts = self._parts
+        popleft = acked.popleft
+        while acked:
+            receipt = popleft()
+            p, offset, generation, key = receipt
+            part = parts.get(p)
+            if part is None or part.generation != generation or not part.ledger.ack(offset):
+                log.debug(
+                    "ack ignored (partition revoked) topic=%s group=%s partition=%d offset=%d",
+                    self.topic,
+                    self.group,
+                    p,
+                    offset,
+                )
+                continue
+            if key is not None:
+                part.busy.discard(key)
+
     def _live(self, receipt: Receipt) -> _Partition | None:
-        part = self._parts.get(receipt.partition)
-        if part is None or part.generation != receipt.generation:
+        part = self._parts.get(receipt[0])
+        if part is None or part.generation != receipt[2]:
             return None
         return part
 
@@ -219,10 +259,10 @@ class ConsumerState:
         """Per partition, the lowest offset buffered and not handed out (lock held)."""
         floors: dict[int, int] = {}
         for msg in self._buffer:
-            receipt: Receipt = msg.receipt
-            low = floors.get(receipt.partition)
-            if low is None or receipt.offset < low:
-                floors[receipt.partition] = receipt.offset
+            p, offset = msg.receipt[0], msg.receipt[1]
+            low = floors.get(p)
+            if low is None or offset < low:
+                floors[p] = offset
         return floors
 
     def partitions(self) -> frozenset[int]:

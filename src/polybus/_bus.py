@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from . import _codec, _registry, config
 from . import headers as h
 from ._deadletter import DLQ_GROUP, replay_envelope
-from ._message import Envelope, Outgoing, new_id, new_ids, now
+from ._message import NO_HEADERS, Envelope, Outgoing, make_envelope, new_id, new_ids, now
 from ._subscription import DeliveryMode, Subscription
 from .capabilities import Capabilities
 from .errors import ConfigError, InvalidMessage, MessageTooLarge
@@ -149,7 +149,10 @@ class Bus:
         fresh = new_ids(len(items))
         make = self._envelope
         envelopes = [
-            make(
+            # a bare bytes body has nothing to encode or check: the hot path
+            make_envelope(fresh[i], m, None, NO_HEADERS, _codec.BYTES, stamp)
+            if type(m) is bytes
+            else make(
                 m.body, m.key, m.headers, fresh[i] if m.id is None else m.id, m.content_type, stamp
             )
             if isinstance(m, Outgoing)
@@ -193,14 +196,7 @@ class Bus:
             raise InvalidMessage(f"key must be a str, got {type(key).__name__}")
         if id is not None and (not isinstance(id, str) or not id):
             raise InvalidMessage("id must be a non-empty str")
-        return Envelope(
-            id=id or new_id(),
-            body=data,
-            key=key,
-            headers=headers or {},
-            content_type=ctype,
-            published_at=published_at,
-        )
+        return make_envelope(id or new_id(), data, key, headers or NO_HEADERS, ctype, published_at)
 
     async def _publish_envelopes(self, topic: str, envelopes: Sequence[Envelope]) -> None:
         _check_topic(topic)

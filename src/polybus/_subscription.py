@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Awaitable, Iterable, Mapping
 from typing import TYPE_CHECKING, Literal
 
 from ._deadletter import DLQ_GROUP, dead_letter_envelope
@@ -120,11 +120,60 @@ class Subscription:
 
     async def get(self, timeout: float | None = None) -> Message:  # noqa: ASYNC109
         """The next message; :class:`TimeoutError` if none comes within ``timeout``."""
-        if timeout is None or self._buffer:
-            # a buffered message is there already: skip the cost of arming a timer
+        buffer = self._buffer
+        if buffer:
+            # a buffered message is there already: no fetch, no timer (the hot path;
+            # the buffer is emptied on close, so a non-empty one means open)
+            msg = buffer.popleft()
+            if self.delivery == "at_most_once":
+                await msg.ack()
+            return msg
+        if timeout is None:
             return await self._next()
         async with asyncio.timeout(timeout):
             return await self._next()
+
+    async def get_many(
+        self,
+        max_messages: int | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109
+    ) -> list[Message]:
+        """Wait for at least one message; return it with every message ready now, at
+        most ``max_messages`` (default: no limit beyond ``max_in_flight``).
+
+        The batch form of :meth:`get`, for consumers that process in batches: settle
+        the messages with :meth:`ack_many` (or one by one). :class:`TimeoutError` if
+        no message comes within ``timeout``.
+        """
+        if max_messages is not None and (not isinstance(max_messages, int) or max_messages < 1):
+            raise ConfigError("max_messages", f"must be an integer >= 1, got {max_messages!r}")
+        first = await self.get(timeout)
+        out = [first]
+        buffer = self._buffer
+        limit = max_messages or self.max_in_flight
+        while buffer and len(out) < limit:
+            out.append(buffer.popleft())
+        if self.delivery == "at_most_once":
+            for msg in out[1:]:
+                await msg.ack()
+        return out
+
+    async def ack_many(self, messages: Iterable[Message]) -> None:
+        """Ack several messages of this subscription with one adapter call.
+
+        Every message is checked first (delivered by this subscription, not settled
+        yet); a bad one raises :class:`~polybus.errors.SettlementError` and settles
+        nothing.
+        """
+        batch = list(messages)
+        if not batch:
+            return
+        consumer = self._check_open_many(batch)
+        for msg in batch:
+            msg.settlement = "ack"
+        self._unsettled -= len(batch)
+        self._slot_freed.set()
+        await consumer.ack_many(batch)
 
     async def _next(self) -> Message:
         consumer = self._consumer
@@ -167,11 +216,27 @@ class Subscription:
             )
         return self._consumer
 
-    async def _settle_ack(self, msg: Message) -> None:
+    def _check_open_many(self, batch: list[Message]) -> Consumer:
+        for msg in batch:
+            if msg._settler is not self:
+                raise SettlementError(
+                    f"cannot ack message {msg.id}: it was not delivered by this subscription"
+                )
+            if msg.settlement is not None:
+                raise SettlementError(
+                    f"cannot ack message {msg.id}: already settled ({msg.settlement})"
+                )
+        if len({id(m) for m in batch}) != len(batch):
+            raise SettlementError("cannot ack the same message twice in one batch")
+        return self._check_open(batch[0], "ack")
+
+    def _settle_ack(self, msg: Message) -> Awaitable[None]:
+        # not a coroutine: the adapter's ack is the only awaitable, one frame less
         consumer = self._check_open(msg, "ack")
         msg.settlement = "ack"
-        self._freed()
-        await consumer.ack(msg)
+        self._unsettled -= 1
+        self._slot_freed.set()
+        return consumer.ack(msg)
 
     async def _settle_nack(self, msg: Message, delay: float | None) -> None:
         consumer = self._check_open(msg, "nack")

@@ -80,6 +80,12 @@ class Consumer(abc.ABC):
     async def ack(self, message: Message) -> None:
         """Settle as processed; it must not be delivered to this group again."""
 
+    async def ack_many(self, messages: Sequence[Message]) -> None:
+        """Ack several messages at once (:meth:`polybus.Subscription.ack_many`).
+        Default: :meth:`ack` each; adapters with a cheaper batch form override it."""
+        for message in messages:
+            await self.ack(message)
+
     @abc.abstractmethod
     async def nack(self, message: Message, delay: float | None) -> None:
         """Give back for redelivery (after ``delay`` seconds if not None) with

@@ -225,6 +225,16 @@ class SyncSubscription:
         msg = self._portal.call(functools.partial(self.subscription.get, timeout))
         return SyncMessage(msg, self._portal)
 
+    def get_many(
+        self, max_messages: int | None = None, timeout: float | None = None
+    ) -> list[SyncMessage]:
+        get_many = functools.partial(self.subscription.get_many, max_messages, timeout)
+        return [SyncMessage(m, self._portal) for m in self._portal.call(get_many)]
+
+    def ack_many(self, messages: Iterable[SyncMessage]) -> None:
+        batch = [m.message for m in messages]
+        self._portal.call(self.subscription.ack_many, batch)
+
 
 class SyncMessage:
     """A delivered message with blocking settlement; fields as on :class:`Message`."""

@@ -82,6 +82,14 @@ def test_bench_text_output(capsys: pytest.CaptureFixture[str]) -> None:
     assert "SDK/raw" in out
 
 
+def test_bench_batch_consume_api(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["bench", "memory", "--messages", "300", "--rounds", "1", "--latency-samples", "5"]
+    assert cli.main([*argv, "--consume-api", "batch", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert "get_many + ack_many" in report["sdk_description"]
+    assert report["sdk"]["consume_ack_per_s"] > 0
+
+
 def test_bench_needs_a_url_for_a_server_backend(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

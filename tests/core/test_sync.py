@@ -45,9 +45,17 @@ def test_sync_methods_mirror_async_signatures(async_cls: type, sync_cls: type) -
     missing = sorted(set(async_methods) - set(sync_methods))
     assert missing == [], f"{sync_cls.__name__} lacks {missing}"
     for attr, signature in async_methods.items():
-        expected = list(signature.parameters.values())
+        expected = [twin(p) for p in signature.parameters.values()]
         got = list(sync_methods[attr].parameters.values())
         assert got == expected, f"{sync_cls.__name__}.{attr} differs from {async_cls.__name__}"
+
+
+def twin(param: inspect.Parameter) -> inspect.Parameter:
+    """The parameter as the sync facade declares it: a Message is a SyncMessage there."""
+    annotation = param.annotation
+    if isinstance(annotation, str):
+        annotation = annotation.replace("[Message]", "[SyncMessage]")
+    return param.replace(annotation=annotation)
 
 
 @pytest.mark.parametrize(("async_cls", "sync_cls"), PAIRS, ids=lambda c: c.__name__)

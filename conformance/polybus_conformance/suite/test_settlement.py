@@ -117,3 +117,28 @@ async def test_resume_after_last_ack(
         returned = [m.id for m in back if m.id in acked_ids]
         assert not returned, f"acked messages came back: {returned}"
         await expect_nothing(sub, profile.quiet, why="every message was acked")
+
+
+async def test_batch_ack(polybus_target: Target, bus_factory: BusFactory, names: Names) -> None:
+    """11b batch ack: messages settled with ack_many never return; the others do"""
+    topic, group = names.topic(), names.group()
+    producer = await bus_factory()
+    await producer.declare(topic, group)
+    ids = await producer.publish_many(topic, [f"batch-{i}" for i in range(20)])
+    profile = polybus_target.profile
+    first = await bus_factory()
+    async with first.subscribe(topic, group=group, max_in_flight=20) as sub:
+        batch: list[Message] = []
+        while len(batch) < 10:
+            batch.extend(await sub.get_many(10 - len(batch), timeout=profile.idle_timeout))
+        await sub.ack_many(batch)
+    await first.close()
+    acked_ids = {m.id for m in batch}
+    assert len(acked_ids) == 10, "ten distinct messages were acked"
+    remaining = [i for i in ids if i not in acked_ids]
+    second = await bus_factory()
+    async with second.subscribe(topic, group=group) as sub:
+        back = await collect_ids(sub, remaining, idle_timeout=profile.redelivery_timeout)
+        returned = [m.id for m in back if m.id in acked_ids]
+        assert not returned, f"acked messages came back: {returned}"
+        await expect_nothing(sub, profile.quiet, why="every message was acked")

@@ -19,7 +19,7 @@ from ..config import redact
 from ..errors import PolybusError
 from . import RawBaseline
 from .harness import Plan, compare
-from .sdk import SdkSide
+from .sdk import CONSUME_APIS, SdkSide
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -35,6 +35,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--max-in-flight", type=_positive, default=256, help="SDK subscription window"
+    )
+    parser.add_argument(
+        "--consume-api",
+        choices=CONSUME_APIS,
+        default="each",
+        help="SDK consume loop: get + ack per message (each) or get_many + ack_many (batch)",
     )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
 
@@ -57,7 +63,8 @@ def run(args: argparse.Namespace) -> int:
             latency_samples=args.latency_samples,
             warmup_messages=min(1_000, args.messages),
         )
-        report = asyncio.run(compare(backend, url, SdkSide(args.max_in_flight), raw, plan))
+        sdk = SdkSide(args.max_in_flight, args.consume_api)
+        report = asyncio.run(compare(backend, url, sdk, raw, plan))
     except (PolybusError, ValueError) as exc:
         return _fail(f"bench {backend} on {redact(url)} failed: {exc}")
     print(json.dumps(report.as_json(), indent=2) if args.json else report.as_text())

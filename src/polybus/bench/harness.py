@@ -72,6 +72,7 @@ async def compare(backend: str, url: str, sdk: RawBaseline, raw: RawBaseline, pl
         sdk=results["sdk"].summary(),
         raw=results["raw"].summary(),
         raw_description=str(getattr(raw, "description", type(raw).__name__)),
+        sdk_description=str(getattr(sdk, "description", type(sdk).__name__)),
     )
 
 

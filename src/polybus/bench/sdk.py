@@ -1,6 +1,10 @@
 """The SDK side of a benchmark: the :class:`~polybus.bench.RawBaseline` work done
-through polybus (``Bus.publish_many``, a ``Subscription``, one ``ack`` per message),
-with no middleware."""
+through polybus (``Bus.publish_many`` and a ``Subscription``), with no middleware.
+
+Two ways to consume, chosen with ``consume_api``: ``each`` takes messages one by one
+(``Subscription.get``) and acks each (``Message.ack``), as most handlers do; ``batch``
+takes what is ready (``Subscription.get_many``) and acks it with one
+``Subscription.ack_many``, as the raw clients' batch consume loops do."""
 
 from __future__ import annotations
 
@@ -12,13 +16,22 @@ IDLE_TIMEOUT = 30.0
 """Seconds without a message after which a consume phase fails instead of hanging."""
 
 
+CONSUME_APIS = ("each", "batch")
+
+
 class SdkSide:
     """Implements :class:`~polybus.bench.RawBaseline` with the polybus API."""
 
-    description = "polybus Bus.publish_many / Subscription + Message.ack, no middleware"
-
-    def __init__(self, max_in_flight: int = 256) -> None:
+    def __init__(self, max_in_flight: int = 256, consume_api: str = "each") -> None:
+        if consume_api not in CONSUME_APIS:
+            raise ValueError(f"consume_api must be one of {CONSUME_APIS}, got {consume_api!r}")
         self.max_in_flight = max_in_flight
+        self.consume_api = consume_api
+        self.description = (
+            "Bus.publish_many; Subscription.get + Message.ack per message; no middleware"
+            if consume_api == "each"
+            else "Bus.publish_many; Subscription.get_many + ack_many; no middleware"
+        )
         self._bus: polybus.Bus | None = None
         self._sub: polybus.Subscription | None = None
         self._topic = ""
@@ -35,6 +48,13 @@ class SdkSide:
 
     async def consume(self, count: int) -> None:
         sub = self._opened_sub()
+        if self.consume_api == "batch":
+            left = count
+            while left > 0:
+                batch = await sub.get_many(left, timeout=IDLE_TIMEOUT)
+                await sub.ack_many(batch)
+                left -= len(batch)
+            return
         for _ in range(count):
             msg = await sub.get(timeout=IDLE_TIMEOUT)
             await msg.ack()

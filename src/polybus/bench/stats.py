@@ -59,6 +59,7 @@ class Report:
     sdk: dict[str, float]
     raw: dict[str, float]
     raw_description: str
+    sdk_description: str = ""
 
     @property
     def ratios(self) -> dict[str, float]:
@@ -83,6 +84,7 @@ class Report:
         lines = [
             f"polybus bench {self.backend}: {self.url}, {self.messages} messages x "
             f"{self.rounds} rounds, {self.size} B bodies, batch {self.batch}",
+            *([f"SDK: {self.sdk_description}"] if self.sdk_description else []),
             f"raw baseline: {self.raw_description}",
             "",
             f"{'':28}{'SDK':>14}{'raw':>14}{'SDK/raw':>10}",
