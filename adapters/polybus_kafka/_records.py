@@ -54,10 +54,16 @@ class Timestamps:
         return self._millis
 
 
+def record_key(record: Any) -> str | None:
+    """The record's key as text (keys polybus publishes are UTF-8 strings)."""
+    key = record.key()
+    return key.decode("utf-8", errors="replace") if key is not None else None
+
+
 class Decoder:
-    """Builds :class:`Message` objects (attempt 1, no receipt yet) from the records of
-    one topic and group. Records fetched together usually share their CreateTime (one
-    publish batch), so the last timestamp's ``datetime`` is reused."""
+    """Builds :class:`Message` objects from the records of one topic and group.
+    Records fetched together usually share their CreateTime (one publish batch), so
+    the last timestamp's ``datetime`` is reused."""
 
     __slots__ = ("_stamp", "_when", "group", "topic")
 
@@ -67,8 +73,9 @@ class Decoder:
         self._stamp: int | None = None
         self._when: datetime | None = None
 
-    def message(self, record: Any) -> Message:
-        """A record published by another client has no ``polybus-id``: its id is then
+    def message(self, record: Any, key: str | None, attempt: int, receipt: Any) -> Message:
+        """The message of ``record`` (whose key :func:`record_key` gave). A record
+        published by another client has no ``polybus-id``: its id is then
         ``topic/partition/offset``, stable across redeliveries."""
         msg_id = content_type = None
         typed = False
@@ -88,7 +95,6 @@ class Decoder:
             msg_id = f"{self.topic}/{record.partition()}/{record.offset()}"
         elif not typed:  # published by polybus, bytes
             content_type = _BYTES
-        key = record.key()
         kind, stamp = record.timestamp()
         published = None
         if kind and stamp >= 0:
@@ -103,10 +109,11 @@ class Decoder:
             self.topic,
             value if value is not None else b"",
             self.group,
-            key.decode("utf-8", errors="replace") if key is not None else None,
+            key,
             headers,
             content_type,
             published,
-            1,
+            attempt,
             record,
+            receipt,
         )

@@ -29,13 +29,16 @@ from typing import Any
 from polybus._message import Message
 
 from ._ledger import PartitionLedger
-from ._records import Decoder
+from ._records import Decoder, record_key
 
 log = logging.getLogger("polybus.kafka")
 
 Receipt = tuple[int, int, int, "str | None"]
 """What a message carries to be settled: partition, offset, the generation of the
 partition's assignment it came from, key. A plain tuple: one is made per message."""
+
+_Fetched = tuple[int, int, int, Any]
+"""A buffered record: partition, offset, generation, the native record."""
 
 
 @dataclass(slots=True)
@@ -69,8 +72,10 @@ class ConsumerState:
         """True while a fetched record waits behind an unsettled message of its key (an
         ack may free it, so the consumer wakes its fetch call)."""
         self._parts: dict[int, _Partition] = {}
-        self._buffer: deque[Message] = deque()
-        """Fetched, not handed out yet; each carries its :class:`Receipt` already."""
+        self._buffer: deque[_Fetched] = deque()
+        """Fetched, not handed out yet: native records, decoded into messages only when
+        handed out, in the event loop (the fetch thread does as little Python work as
+        possible: two threads running Python at once slow each other down)."""
         self._decoder = Decoder(topic, group)
         self._generation = 0
 
@@ -100,7 +105,7 @@ class ConsumerState:
                     due = part.ledger.commit_due(floors.get(p))
                     if due is not None:
                         out.append((p, due))
-            self._buffer = deque(m for m in self._buffer if m.receipt[0] not in gone)
+            self._buffer = deque(f for f in self._buffer if f[0] not in gone)
             return out
 
     def room(self) -> int:
@@ -108,21 +113,19 @@ class ConsumerState:
 
     def add(self, records: list[Any]) -> int:
         """Buffer the admitted records; return how many were buffered."""
-        decode = self._decoder.message
-        # decode before taking the lock: the event loop must not wait for the decoding
-        decoded = [(rec.partition(), rec.offset(), decode(rec)) for rec in records]
         added = 0
         with self.lock:
             parts = self._parts
             append = self._buffer.append
-            for p, offset, msg in decoded:
+            for rec in records:
+                p = rec.partition()
                 part = parts.get(p)
                 if part is None or part.rewind_to is not None:
                     continue  # not ours any more, or fetched before a pending seek
+                offset = rec.offset()
                 if not part.ledger.admits(offset):
                     continue  # in flight or acked: a re-fetch after a seek
-                msg.receipt = (p, offset, part.generation, msg.key)
-                append(msg)
+                append((p, offset, part.generation, rec))
                 added += 1
         return added
 
@@ -179,28 +182,29 @@ class ConsumerState:
             if not buffer:
                 return out
             parts = self._parts
-            kept: deque[Message] = deque()
+            decode = self._decoder.message
+            kept: deque[_Fetched] = deque()
             holding = False
             popleft = buffer.popleft
             append = out.append
             while buffer and len(out) < max_messages:
-                msg = popleft()
-                p, offset, generation, key = msg.receipt
+                fetched = popleft()
+                p, offset, generation, rec = fetched
                 part = parts.get(p)
                 if part is None or part.generation != generation:
                     continue
                 if part.delayed_until > now or part.rewind_to is not None:
-                    kept.append(msg)
+                    kept.append(fetched)
                     continue
+                key = record_key(rec)
                 if key is not None:
                     busy = part.busy
                     if key in busy:
-                        kept.append(msg)
+                        kept.append(fetched)
                         holding = True
                         continue
                     busy.add(key)
-                msg.delivery_attempt = part.ledger.hand_out(offset)
-                append(msg)
+                append(decode(rec, key, part.ledger.hand_out(offset), (p, offset, generation, key)))
             if kept:
                 kept.extend(buffer)
                 self._buffer = kept
@@ -217,9 +221,9 @@ class ConsumerState:
                 return False
             if key is not None:
                 part.busy.discard(key)
-            dropped = [m.receipt[1] for m in self._buffer if m.receipt[0] == p]
+            dropped = [f[1] for f in self._buffer if f[0] == p]
             if dropped:
-                self._buffer = deque(m for m in self._buffer if m.receipt[0] != p)
+                self._buffer = deque(f for f in self._buffer if f[0] != p)
             target = part.ledger.rewind(dropped)
             part.rewind_to = target if part.rewind_to is None else min(part.rewind_to, target)
             if delay:
@@ -258,8 +262,7 @@ class ConsumerState:
     def _floors(self) -> dict[int, int]:
         """Per partition, the lowest offset buffered and not handed out (lock held)."""
         floors: dict[int, int] = {}
-        for msg in self._buffer:
-            p, offset = msg.receipt[0], msg.receipt[1]
+        for p, offset, _, _ in self._buffer:
             low = floors.get(p)
             if low is None or offset < low:
                 floors[p] = offset
