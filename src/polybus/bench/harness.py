@@ -4,7 +4,7 @@ Each round, on each side: publish ``messages`` bodies in chunks of ``batch`` (ev
 chunk confirmed before the next), then receive and ack all of them, then take
 ``latency_samples`` round trips. The side that goes first alternates from round to
 round so that warm-up and background noise fall on both. One untimed warm-up round
-per side comes first. Each side has its own topic and group.
+per side comes first. Each side has its own topic and its own group, named after the run.
 """
 
 from __future__ import annotations
@@ -48,7 +48,10 @@ async def compare(backend: str, url: str, sdk: RawBaseline, raw: RawBaseline, pl
     opened: list[RawBaseline] = []
     try:
         for label, side in sides.items():
-            await side.setup(url, f"polybus-bench-{run_id}-{label}", "bench")
+            # own topic and own group per side and run: a group shared between the sides
+            # (or with an earlier run) would rebalance one side when the other joins
+            name = f"polybus-bench-{run_id}-{label}"
+            await side.setup(url, name, name)
             opened.append(side)
         warmup = [body] * plan.warmup_messages
         for side in sides.values():
