@@ -22,8 +22,6 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient
 
-from polybus import headers as h
-from polybus._codec import BYTES
 from polybus.capabilities import Capabilities, Ordering
 from polybus.errors import PublishError
 from polybus.spi import Adapter, Consumer, Envelope, GroupSettings
@@ -35,8 +33,6 @@ from ._settings import RECORD_OVERHEAD, KafkaSettings, parse
 
 log = logging.getLogger("polybus.kafka")
 
-_ID = h.ID
-_BYTES = BYTES
 _TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 
 
@@ -149,17 +145,12 @@ class KafkaAdapter(Adapter):
         reports = _Reports(asyncio.get_running_loop())
         failure: PublishError | None = None
         produce = producer.produce
+        record_headers = _records.record_headers
         report = reports.report
-        headers_of = _records.record_headers
         millis = _records.Timestamps().millis
         sent = 0
         for env in envelopes:
-            # the usual envelope (bytes, no user headers) skips a call
-            headers = (
-                [(_ID, env.id)]
-                if env.content_type == _BYTES and not env.headers
-                else headers_of(env)
-            )
+            headers = record_headers(env)
             try:
                 while True:
                     try:

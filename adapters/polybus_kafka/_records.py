@@ -28,9 +28,11 @@ _BYTES = BYTES
 
 
 def record_headers(env: Envelope) -> RecordHeaders:
+    ctype = env.content_type
+    if ctype == _BYTES and not env.headers:
+        return [(_ID, env.id)]  # the usual envelope
     out: RecordHeaders = list(env.headers.items()) if env.headers else []
     out.append((_ID, env.id))
-    ctype = env.content_type
     if ctype != _BYTES:
         out.append((_CONTENT_TYPE, ctype or ""))
     return out

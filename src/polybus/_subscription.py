@@ -120,18 +120,18 @@ class Subscription:
 
     async def get(self, timeout: float | None = None) -> Message:  # noqa: ASYNC109
         """The next message; :class:`TimeoutError` if none comes within ``timeout``."""
-        buffer = self._buffer
-        if buffer:
-            # a buffered message is there already: no fetch, no timer (the hot path;
-            # the buffer is emptied on close, so a non-empty one means open)
-            msg = buffer.popleft()
-            if self.delivery == "at_most_once":
-                await msg.ack()
-            return msg
-        if timeout is None:
-            return await self._next()
-        async with asyncio.timeout(timeout):
-            return await self._next()
+        # a buffered message is there already: no fetch, no timer (the hot path; the
+        # buffer is emptied on close, so a non-empty one means open)
+        if not self._buffer:
+            if timeout is None:
+                await self._fill()
+            else:
+                async with asyncio.timeout(timeout):
+                    await self._fill()
+        msg = self._buffer.popleft()
+        if self.delivery == "at_most_once":
+            await msg.ack()
+        return msg
 
     async def get_many(
         self,
@@ -154,8 +154,7 @@ class Subscription:
         while buffer and len(out) < limit:
             out.append(buffer.popleft())
         if self.delivery == "at_most_once":
-            for msg in out[1:]:
-                await msg.ack()
+            await self.ack_many(out[1:])  # get acked the first
         return out
 
     async def ack_many(self, messages: Iterable[Message]) -> None:
@@ -175,7 +174,8 @@ class Subscription:
         self._slot_freed.set()
         await consumer.ack_many(batch)
 
-    async def _next(self) -> Message:
+    async def _fill(self) -> None:
+        """Wait until the buffer holds a message, fetching within the free slots."""
         consumer = self._consumer
         if consumer is None or self._closed:
             raise SettlementError("subscription is not open")
@@ -199,10 +199,6 @@ class Subscription:
             for msg in batch:
                 msg._settler = self
             self._buffer.extend(batch)
-        msg = self._buffer.popleft()
-        if self.delivery == "at_most_once":
-            await msg.ack()
-        return msg
 
     def _freed(self) -> None:
         self._unsettled -= 1
@@ -234,8 +230,7 @@ class Subscription:
         # not a coroutine: the adapter's ack is the only awaitable, one frame less
         consumer = self._check_open(msg, "ack")
         msg.settlement = "ack"
-        self._unsettled -= 1
-        self._slot_freed.set()
+        self._freed()
         return consumer.ack(msg)
 
     async def _settle_nack(self, msg: Message, delay: float | None) -> None:
