@@ -1,8 +1,9 @@
 """``memory://[NAME]``: the embedded backend, a public feature with no server.
 
-Brokers are process-wide and named: every ``connect("memory://orders")`` in one process
-reaches the same topics, so separate Bus instances see one another's messages.
-``memory://`` is the default broker. Nothing survives the process.
+``memory://`` is private to its bus: two ``connect("memory://")`` never see each
+other's messages. ``memory://NAME`` is shared by name within the process: every bus
+connected to ``memory://orders`` reaches the same topics. Nothing survives the
+process. See README.md for the settings and what the backend guarantees.
 """
 
 from __future__ import annotations
@@ -14,14 +15,19 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from polybus import config
-from polybus._deadletter import dead_letter_envelope
-from polybus._message import Message
-from polybus.capabilities import Capabilities, Ordering
 from polybus.errors import ConfigError, SettlementError
-from polybus.spi import Adapter, Consumer, Envelope, GroupSettings
+from polybus.spi import (
+    Adapter,
+    Capabilities,
+    Consumer,
+    Envelope,
+    GroupSpec,
+    Message,
+    parse_settings,
+    parse_url,
+)
 
-from ._broker import Broker, Entry, Group, broker
+from ._broker import Broker, Entry, Group, shared
 
 DEFAULT_MAX_MESSAGE_SIZE = 8 * 1024 * 1024
 
@@ -30,171 +36,159 @@ DEFAULT_MAX_MESSAGE_SIZE = 8 * 1024 * 1024
 class MemorySettings:
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
     connect_timeout: float = 10.0
+    visibility_timeout: float | None = None
+    """Seconds an unsettled message stays with its consumer unless its lease is
+    renewed (the core renews it while the message is unsettled); None: until settled
+    or the subscription closes. Set it to see how code behaves with leases (SQS, Pub/Sub,
+    JetStream)."""
+
+    def __post_init__(self) -> None:
+        if self.visibility_timeout is not None and self.visibility_timeout <= 0:
+            raise ConfigError("visibility_timeout", "must be > 0 seconds, or none")
+
+
+def capabilities(settings: MemorySettings) -> Capabilities:
+    return Capabilities(
+        competing_consumers=True,
+        key_order=True,
+        key_order_competing=True,
+        fan_out=True,
+        persistent=False,
+        replay=False,
+        native_delivery_count=True,
+        native_dead_letter=False,
+        delayed_redelivery=True,
+        broker_dedup=False,
+        max_message_size=settings.max_message_size,
+    )
 
 
 class MemoryAdapter(Adapter):
-    """The in-process adapter. Per-key order, fan-out, competing consumers, delayed
-    redelivery, native delivery counts and native dead-lettering at ``max_deliveries``;
-    no persistence, no replay, no broker dedup."""
+    """The in-process adapter (see the module docstring for the sharing rule)."""
 
     name = "memory"
 
     def __init__(self, broker_name: str, settings: MemorySettings) -> None:
         self.settings = settings
         self.broker_name = broker_name
-        self.broker: Broker = broker(broker_name)
-        self.capabilities = Capabilities(
-            ordering=Ordering.PER_KEY,
-            fan_out=True,
-            competing_consumers=True,
-            persistent=False,
-            replay=False,
-            native_delivery_count=True,
-            native_dead_letter=True,
-            delayed_redelivery=True,
-            broker_dedup=False,
-            max_message_size=settings.max_message_size,
-        )
+        self.broker: Broker = shared(broker_name) if broker_name else Broker("")
+        self.capabilities = capabilities(settings)
+
+    def __repr__(self) -> str:
+        return f"<MemoryAdapter memory://{self.broker_name}>"
 
     @classmethod
     def from_url(cls, url: str, options: Mapping[str, Any]) -> MemoryAdapter:
-        parsed = config.parse_url(url)
+        parsed = parse_url(url)
         if parsed.scheme != "memory":
             raise ConfigError("url", f"expected memory://, got {parsed.scheme}://")
         if len(parsed.hosts) > 1 or parsed.path.strip("/"):
             raise ConfigError("url", "memory:// takes one optional broker name: memory://NAME")
-        settings = config.parse_settings(MemorySettings, {**parsed.query, **options})
+        settings = parse_settings(MemorySettings, {**parsed.query, **options})
         return cls(parsed.hosts[0] if parsed.hosts else "", settings)
 
-    def redacted_url(self) -> str:
-        return f"memory://{self.broker_name}"
-
-    async def open(self) -> None:
-        return None
-
-    async def close(self) -> None:
-        return None
-
-    async def ensure_topic(self, topic: str) -> None:
-        self.broker.ensure_topic(topic)
-
-    async def ensure_group(self, topic: str, group: str, settings: GroupSettings) -> None:
-        self.broker.ensure_group(topic, group, settings.max_deliveries)
+    async def declare(self, topic: str, group: GroupSpec | None) -> None:
+        if group is None:
+            self.broker.ensure_topic(topic)
+        else:
+            self.broker.ensure_group(
+                topic, group.group, group.ordering, self.settings.visibility_timeout
+            )
 
     async def publish(self, topic: str, envelopes: Sequence[Envelope]) -> None:
         self.broker.publish(topic, envelopes)
 
-    def consumer(self, topic: str, group: str, *, max_in_flight: int) -> Consumer:
-        return MemoryConsumer(self, topic, group)
+    def consumer(self, group: GroupSpec, *, max_in_flight: int) -> Consumer:
+        return MemoryConsumer(self.broker, group, self.settings.visibility_timeout)
+
+
+Receipt = tuple[Entry, int]
+"""The entry delivered and the delivery's token."""
 
 
 class MemoryConsumer(Consumer):
-    def __init__(self, adapter: MemoryAdapter, topic: str, group: str) -> None:
-        self.adapter = adapter
-        self.broker = adapter.broker
-        self.topic = topic
-        self.group_name = group
+    def __init__(self, broker: Broker, spec: GroupSpec, lease: float | None) -> None:
+        self.broker = broker
+        self.spec = spec
+        self.lease = lease
+        # the broker locks a key's lane while one of its messages is out
+        self.exclusive_keys = spec.key_ordered
         self.group: Group | None = None
-        self.in_flight: dict[int, Entry] = {}
         self.closed = False
 
     async def open(self) -> None:
-        self.group = self.broker.ensure_group(self.topic, self.group_name, None)
+        group = self.broker.group(self.spec.topic, self.spec.group)
+        if group is None:
+            raise SettlementError(f"memory: group {self.spec.group!r} was not declared")
+        self.group = group
 
-    async def fetch(self, max_messages: int) -> Sequence[Message]:
+    async def receive(self, max_messages: int) -> Sequence[Message]:
         group = self.group
         if group is None or self.closed:
-            raise SettlementError("consumer is not open")
+            raise SettlementError("memory: the consumer is not open")
         loop = asyncio.get_running_loop()
         while True:
             with self.broker.lock:
-                # checked under the lock: close() gives back in-flight entries under it,
-                # so an entry taken after close would never be given back
-                if self.closed:
-                    raise SettlementError("consumer is closed")
-                group.promote(time.monotonic())
-                entries = group.take(max_messages)
-                if not entries:
-                    waiter = loop.create_future()
-                    wake = _waker(loop, waiter)
-                    group.waiters.append(wake)
-                    due = group.next_due()
-            if entries:
-                out = await self._deliver(group, entries)
-                if out:
-                    return out
-                continue
+                entries = group.take(max_messages, time.monotonic(), self)
+                if entries:
+                    return [self._message(e) for e in entries]
+                waiter = loop.create_future()
+                wake = _waker(loop, waiter)
+                group.waiters.append(wake)
+                due = group.next_due()
             timeout = None if due is None else max(0.0, due - time.monotonic())
             try:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(waiter, timeout)
             finally:
                 if not waiter.done() or waiter.cancelled():
-                    # timed out or cancelled (get(timeout=...)): drop the stale waker,
-                    # or an idle consumer polling with timeouts would pile them up
+                    # timed out or cancelled: drop the stale waker
                     with self.broker.lock, contextlib.suppress(ValueError):
                         group.waiters.remove(wake)
 
-    async def _deliver(self, group: Group, entries: list[Entry]) -> list[Message]:
-        limit = group.max_deliveries
-        out: list[Message] = []
-        poisoned: list[Entry] = []
-        for entry in entries:
-            if limit is not None and entry.deliveries > limit:
-                poisoned.append(entry)
-                continue
-            self.in_flight[id(entry)] = entry
-            out.append(self._message(entry, entry.deliveries))
-        for entry in poisoned:
-            await self._native_dead_letter(group, entry, limit or 0)
-        return out
-
-    def _message(self, entry: Entry, attempt: int) -> Message:
+    def _message(self, entry: Entry) -> Message:
         env = entry.envelope
         return Message(
             id=env.id,
-            topic=self.topic,
+            topic=self.spec.topic,
             body=env.body,
-            group=self.group_name,
+            group=self.spec.group,
             key=env.key,
             headers=dict(env.headers),
             content_type=env.content_type,
             published_at=env.published_at,
-            delivery_attempt=attempt,
+            delivery_attempt=entry.deliveries,
             raw=entry,
-            receipt=entry,
+            receipt=(entry, entry.token),
         )
 
-    async def _native_dead_letter(self, group: Group, entry: Entry, limit: int) -> None:
-        msg = self._message(entry, entry.deliveries - 1)
-        copy = dead_letter_envelope(msg, f"delivery limit of {limit} reached")
-        dlq = self.adapter.dead_letter_topic(self.topic, self.group_name)
-        self.broker.publish(dlq, [copy])
+    def _open_group(self) -> Group:
+        if self.group is None:
+            raise SettlementError("memory: the consumer is not open")
+        return self.group
+
+    async def ack(self, messages: Sequence[Message]) -> None:
+        group = self._open_group()
         with self.broker.lock:
-            group.release(entry)
+            for msg in messages:
+                entry, token = msg.receipt
+                group.settle(entry, token, self)
             group.wake()
-
-    def _settle(self, message: Message) -> tuple[Group, Entry]:
-        entry = self.in_flight.pop(id(message.receipt), None)
-        if entry is None or self.group is None:
-            raise SettlementError(f"message {message.id} is not in flight on this consumer")
-        return self.group, entry
-
-    async def ack(self, message: Message) -> None:
-        group, entry = self._settle(message)
-        if entry.envelope.key is not None:
-            with self.broker.lock:
-                group.release(entry)
-                group.wake()
 
     async def nack(self, message: Message, delay: float | None) -> None:
-        group, entry = self._settle(message)
+        group = self._open_group()
+        entry, token = message.receipt
         with self.broker.lock:
-            if delay:
-                group.delay(entry, delay)
-            else:
-                group.give_back(entry)
+            group.give_back(entry, token, self, delay or 0.0, time.monotonic())
             group.wake()
+
+    async def extend(self, messages: Sequence[Message]) -> None:
+        group = self._open_group()
+        now = time.monotonic()
+        with self.broker.lock:
+            for msg in messages:
+                entry, token = msg.receipt
+                group.extend(entry, token, self, now)
 
     async def close(self) -> None:
         if self.closed:
@@ -204,9 +198,7 @@ class MemoryConsumer(Consumer):
         if group is None:
             return
         with self.broker.lock:
-            for entry in sorted(self.in_flight.values(), key=lambda e: e.seq, reverse=True):
-                group.give_back(entry)
-            self.in_flight.clear()
+            group.release(self)
             group.wake()
 
 

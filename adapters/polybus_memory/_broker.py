@@ -1,24 +1,27 @@
-"""The in-process broker behind ``memory://``: topics, groups, lanes, no I/O.
+"""The in-process broker behind ``memory://``: topics, groups, deliveries; no I/O.
 
-Each group keeps its pending messages in *lanes*: one lane per key, plus one shared
-lane for messages without a key. A keyed lane is locked while one of its messages is
-in flight (or waiting out a nack delay), which is what gives per-key order even with
-several competing consumers. Ready lanes are taken in publish order (a heap of head
-sequence numbers). All state sits behind one lock so that brokers may be shared by
-event loops in several threads (the sync facade runs its own).
+A group keeps its messages in publish order. In a key-ordered group each key has a
+*lane* that is locked while one of its messages is out (delivered and unsettled, or
+waiting out a nack delay), like SQS FIFO message groups: no consumer of the group
+gets a key's next message early, and a nacked message goes back to the head of its
+lane. Unordered groups hand messages to any consumer in publish order. With a
+visibility timeout an unsettled message not extended in time goes back to the group
+(as a consumer that died would leave it). All state sits behind one lock, so a broker
+may be shared by event loops in several threads (the sync facade runs its own).
 """
 
 from __future__ import annotations
 
 import heapq
 import itertools
+import math
 import threading
-import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from polybus.spi import Envelope
+from polybus.errors import ConfigError
+from polybus.spi import Envelope, Ordering
 
 _seq = itertools.count()
 
@@ -29,24 +32,34 @@ class Entry:
 
     seq: int
     envelope: Envelope
-    topic: str
     deliveries: int = 0
-    not_before: float = 0.0
+    token: int = 0
+    """Grows with every delivery: a settlement carrying an older token is stale (the
+    message went back meanwhile) and is ignored."""
+    holder: object = None
+    """The consumer the message is out with, if any."""
+    lease_until: float = math.inf
 
 
 @dataclass(slots=True, eq=False)
 class Group:
     name: str
-    max_deliveries: int | None = None
+    ordering: Ordering
+    visibility_timeout: float | None = None
     free: deque[Entry] = field(default_factory=deque)
     keyed: dict[str, deque[Entry]] = field(default_factory=dict)
     ready: list[tuple[int, str]] = field(default_factory=list)
     locked: set[str] = field(default_factory=set)
     delayed: list[tuple[float, int, Entry]] = field(default_factory=list)
+    out: dict[int, Entry] = field(default_factory=dict)
+    """Entries out with a consumer, by ``id``."""
     waiters: list[Callable[[], None]] = field(default_factory=list)
 
+    def _lane_key(self, entry: Entry) -> str | None:
+        return entry.envelope.key if self.ordering is Ordering.KEY else None
+
     def push(self, entry: Entry) -> None:
-        key = entry.envelope.key
+        key = self._lane_key(entry)
         if key is None:
             self.free.append(entry)
             return
@@ -57,20 +70,18 @@ class Group:
         if len(lane) == 1 and key not in self.locked:
             heapq.heappush(self.ready, (entry.seq, key))
 
-    def give_back(self, entry: Entry) -> None:
-        """Put an in-flight entry back at the head of its lane and unlock the lane."""
-        key = entry.envelope.key
+    def _back(self, entry: Entry) -> None:
+        """Put an entry that was out back at the head of its lane; unlock the lane."""
+        key = self._lane_key(entry)
         if key is None:
             self.free.appendleft(entry)
             return
-        lane = self.keyed.setdefault(key, deque())
-        lane.appendleft(entry)
+        self.keyed.setdefault(key, deque()).appendleft(entry)
         self.locked.discard(key)
         heapq.heappush(self.ready, (entry.seq, key))
 
-    def release(self, entry: Entry) -> None:
-        """An in-flight entry is settled for good: unlock its lane."""
-        key = entry.envelope.key
+    def _unlock(self, entry: Entry) -> None:
+        key = self._lane_key(entry)
         if key is None:
             return
         self.locked.discard(key)
@@ -80,20 +91,58 @@ class Group:
         elif lane is not None:
             del self.keyed[key]
 
-    def delay(self, entry: Entry, seconds: float) -> None:
-        """Keep ``entry`` (and its key's lane, still locked) away for ``seconds``."""
-        entry.not_before = time.monotonic() + seconds
-        heapq.heappush(self.delayed, (entry.not_before, entry.seq, entry))
+    def _held(self, entry: Entry, token: int, holder: object) -> bool:
+        return entry.token == token and entry.holder is holder and holder is not None
+
+    def settle(self, entry: Entry, token: int, holder: object) -> bool:
+        """Acked: gone for good. False for a stale settlement (ignored)."""
+        if not self._held(entry, token, holder):
+            return False
+        entry.holder = None
+        self.out.pop(id(entry), None)
+        self._unlock(entry)
+        return True
+
+    def give_back(self, entry: Entry, token: int, holder: object, delay: float, now: float) -> bool:
+        """Nacked: back at once, or after ``delay`` (its lane stays locked meanwhile)."""
+        if not self._held(entry, token, holder):
+            return False
+        entry.holder = None
+        self.out.pop(id(entry), None)
+        if delay > 0:
+            heapq.heappush(self.delayed, (now + delay, entry.seq, entry))
+        else:
+            self._back(entry)
+        return True
+
+    def extend(self, entry: Entry, token: int, holder: object, now: float) -> None:
+        if self._held(entry, token, holder) and self.visibility_timeout is not None:
+            entry.lease_until = now + self.visibility_timeout
+
+    def release(self, holder: object) -> None:
+        """Every entry out with ``holder`` goes back (a consumer closing)."""
+        mine = [e for e in self.out.values() if e.holder is holder]
+        for entry in sorted(mine, key=lambda e: e.seq, reverse=True):
+            entry.holder = None
+            del self.out[id(entry)]
+            self._back(entry)
 
     def promote(self, now: float) -> None:
         while self.delayed and self.delayed[0][0] <= now:
             _, _, entry = heapq.heappop(self.delayed)
-            self.give_back(entry)
+            self._back(entry)
+        if self.visibility_timeout is not None and self.out:
+            for entry in [e for e in self.out.values() if e.lease_until <= now]:
+                entry.holder = None  # the lease ran out: the message goes back
+                del self.out[id(entry)]
+                self._back(entry)
 
-    def take(self, limit: int) -> list[Entry]:
+    def take(self, limit: int, now: float, holder: object) -> list[Entry]:
         """Up to ``limit`` deliverable entries, oldest first; keyed lanes get locked."""
+        self.promote(now)
         out: list[Entry] = []
         free, ready = self.free, self.ready
+        lease = self.visibility_timeout
         while len(out) < limit:
             if ready and (not free or ready[0][0] < free[0].seq):
                 _, key = heapq.heappop(ready)
@@ -109,11 +158,19 @@ class Group:
             else:
                 break
             entry.deliveries += 1
+            entry.token += 1
+            entry.holder = holder
+            if lease is not None:
+                entry.lease_until = now + lease
+            self.out[id(entry)] = entry
             out.append(entry)
         return out
 
     def next_due(self) -> float | None:
-        return self.delayed[0][0] if self.delayed else None
+        due = [self.delayed[0][0]] if self.delayed else []
+        if self.visibility_timeout is not None and self.out:
+            due.append(min(e.lease_until for e in self.out.values()))
+        return min(due) if due else None
 
     def wake(self) -> None:
         waiters, self.waiters = self.waiters, []
@@ -122,7 +179,7 @@ class Group:
 
 
 class Broker:
-    """One named in-process broker. Thread-safe; messages live as long as the process."""
+    """One in-process broker. Thread-safe; messages live as long as the broker."""
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -133,15 +190,26 @@ class Broker:
         with self.lock:
             self.topics.setdefault(topic, {})
 
-    def ensure_group(self, topic: str, group: str, max_deliveries: int | None) -> Group:
+    def ensure_group(
+        self, topic: str, group: str, ordering: Ordering, visibility_timeout: float | None
+    ) -> Group:
         with self.lock:
             groups = self.topics.setdefault(topic, {})
             found = groups.get(group)
             if found is None:
-                found = groups[group] = Group(group, max_deliveries)
-            elif max_deliveries is not None:
-                found.max_deliveries = max_deliveries
+                found = groups[group] = Group(group, ordering, visibility_timeout)
+            elif found.ordering is not ordering:
+                raise ConfigError(
+                    "ordering",
+                    f"memory: group {group!r} of topic {topic!r} exists with "
+                    f"ordering={found.ordering.value!r}, not {ordering.value!r} (the ordering "
+                    "of a group is fixed when it is created; use a new group name)",
+                )
             return found
+
+    def group(self, topic: str, group: str) -> Group | None:
+        with self.lock:
+            return self.topics.get(topic, {}).get(group)
 
     def publish(self, topic: str, envelopes: Sequence[Envelope]) -> None:
         with self.lock:
@@ -151,19 +219,19 @@ class Broker:
             for env in envelopes:
                 seq = next(_seq)
                 for group in groups.values():
-                    group.push(Entry(seq, env, topic))
+                    group.push(Entry(seq, env))
             for group in groups.values():
                 group.wake()
 
 
-_brokers: dict[str, Broker] = {}
-_brokers_lock = threading.Lock()
+_shared: dict[str, Broker] = {}
+_shared_lock = threading.Lock()
 
 
-def broker(name: str) -> Broker:
-    """The process-wide broker called ``name`` (``""`` is the default one)."""
-    with _brokers_lock:
-        found = _brokers.get(name)
+def shared(name: str) -> Broker:
+    """The process-wide broker called ``name``: every ``memory://NAME`` bus reaches it."""
+    with _shared_lock:
+        found = _shared.get(name)
         if found is None:
-            found = _brokers[name] = Broker(name)
+            found = _shared[name] = Broker(name)
         return found

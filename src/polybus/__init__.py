@@ -15,16 +15,20 @@ from . import errors, headers, stores, sync
 from ._bus import Bus, connect
 from ._message import Envelope, Message, Outgoing
 from ._subscription import DeliveryMode, Subscription
+from ._pipeline.supervision import Health
 from ._worker import Handler, Middleware, Worker, chain
 from .capabilities import Capabilities, Ordering
 from .errors import (
     BrokerUnavailable,
+    BusClosed,
     ConfigError,
+    InvalidMessage,
     MessageTooLarge,
     PolybusError,
     PublishError,
     Reject,
     SerializationError,
+    SettlementError,
 )
 from .middleware import (
     CircuitBreaker,
@@ -41,6 +45,7 @@ __version__ = "0.1.0"
 __all__ = [
     "BrokerUnavailable",
     "Bus",
+    "BusClosed",
     "Capabilities",
     "CircuitBreaker",
     "ConfigError",
@@ -48,7 +53,9 @@ __all__ = [
     "DeliveryMode",
     "Envelope",
     "Handler",
+    "Health",
     "Idempotency",
+    "InvalidMessage",
     "Message",
     "MessageTooLarge",
     "Middleware",
@@ -61,6 +68,7 @@ __all__ = [
     "Reject",
     "Retry",
     "SerializationError",
+    "SettlementError",
     "Subscription",
     "Worker",
     "__version__",

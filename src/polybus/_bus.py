@@ -3,77 +3,107 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping, Sequence
+from collections.abc import Generator, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from . import _codec, _registry, config
 from . import headers as h
-from ._deadletter import DLQ_GROUP, replay_envelope
+from ._deadletter import replay_envelope
 from ._message import NO_HEADERS, Envelope, Outgoing, make_envelope, new_id, new_ids, now
-from ._subscription import DeliveryMode, Subscription
-from .capabilities import Capabilities
-from .errors import ConfigError, InvalidMessage, MessageTooLarge
-from .spi import Adapter, GroupSettings
+from ._producer import Producer, PublishHook, State
+from ._subscription import DeliveryMode, Subscription, check_options
+from ._topology import DEFAULT_DEAD_LETTER_TOPIC, Topology, check_name, check_template
+from .capabilities import Capabilities, Ordering
+from .errors import ConfigError, InvalidMessage
+from .spi import DLQ_GROUP, Adapter
 
 if TYPE_CHECKING:
     from datetime import datetime
     from types import TracebackType
 
+__all__ = ["DEFAULT_RECONNECT_TIMEOUT", "Bus", "PublishHook", "connect"]
+
 log = logging.getLogger("polybus.bus")
 
-PublishHook = Callable[[Callable[[], Awaitable[None]]], Awaitable[None]]
-"""Wraps one confirmed-publish call (the producer-side retry plugs in here)."""
-
+DEFAULT_RECONNECT_TIMEOUT = 60.0
+"""Seconds a subscription rides out a lost broker before ``get`` raises
+BrokerUnavailable (a :class:`~polybus.Worker` rides out outages of any length)."""
 
 def connect(
     url: str | None = None,
     *,
     publish_retry: PublishHook | bool | None = None,
     dead_letter_topic: str | None = None,
+    reconnect_timeout: float | None = None,
     **options: Any,
 ) -> Bus:
     """Make a :class:`Bus` for ``url`` (or ``POLYBUS_URL``, a TOML file, ``memory://``).
 
     Nothing connects until the bus is entered (``async with``) or awaited: settings are
     parsed here, so a bad URL or option raises :class:`~polybus.errors.ConfigError`
-    naming the field at once. ``options`` carry polybus settings; ``options=`` inside
-    them passes native client settings through untouched. ``publish_retry`` retries
-    retryable publish errors: ``True`` for
+    naming the field at once. ``options`` carry the adapter's settings; ``options=``
+    inside them passes native client settings through untouched. ``publish_retry``
+    retries retryable publish errors: ``True`` for
     :class:`~polybus.middleware.PublishRetry` with its defaults, or a configured one.
     ``dead_letter_topic`` names each group's dead-letter topic, a template with
-    ``{topic}`` and ``{group}`` (default ``"{topic}.{group}.dlq"``).
+    ``{topic}`` and ``{group}`` (default ``"{topic}.{group}.dlq"``), the same on every
+    backend. ``reconnect_timeout`` is how long a subscription rides out a lost broker
+    before ``get`` raises BrokerUnavailable (default 60 s; ``math.inf``: forever).
     """
     resolved, file_options = config.resolve(url)
     merged = {**file_options, **options}
     template = dead_letter_topic or merged.pop("dead_letter_topic", None)
+    if reconnect_timeout is None:
+        reconnect_timeout = merged.pop("reconnect_timeout", None)
     parsed = config.parse_url(resolved)
     adapter_cls = _registry.load(parsed.scheme)
     adapter = adapter_cls.from_url(resolved, merged)
-    if template is not None:
-        adapter.dead_letter_template = _check_template(template)
     if publish_retry is True:
         from .middleware.publish import PublishRetry
 
         publish_retry = PublishRetry()
-    return Bus(adapter, publish_hook=publish_retry or None)
+    return Bus(
+        adapter,
+        url=resolved,
+        publish_hook=publish_retry or None,
+        dead_letter_topic=template or DEFAULT_DEAD_LETTER_TOPIC,
+        reconnect_timeout=DEFAULT_RECONNECT_TIMEOUT if reconnect_timeout is None else reconnect_timeout,
+    )
 
 
 class Bus:
     """A connection to one backend: publish, subscribe, read dead letters.
 
     Use as ``async with polybus.connect(url) as bus`` (or ``bus = await connect(url)``
-    and ``await bus.close()``). Safe for concurrent use by many tasks of one event loop.
+    and ``await bus.close()``). Every operation on a bus that is not open raises
+    :class:`~polybus.errors.BusClosed`, on every backend. Safe for concurrent use by
+    many tasks of one event loop.
     """
 
-    def __init__(self, adapter: Adapter, *, publish_hook: PublishHook | None = None) -> None:
+    def __init__(
+        self,
+        adapter: Adapter,
+        *,
+        url: str | None = None,
+        publish_hook: PublishHook | None = None,
+        dead_letter_topic: str = DEFAULT_DEAD_LETTER_TOPIC,
+        reconnect_timeout: float = DEFAULT_RECONNECT_TIMEOUT,
+    ) -> None:
+        check_options(1, "at_least_once", None, reconnect_timeout)
+        if reconnect_timeout is None:
+            raise ConfigError("reconnect_timeout", "must be a number of seconds (math.inf: forever)")
         self.adapter = adapter
-        self.publish_hook = publish_hook
-        self._declared: set[tuple[str, str | None]] = set()
-        self._open = False
+        self.url = config.redact(url) if url else f"{adapter.name}://"
+        self.reconnect_timeout = reconnect_timeout
+        self._state = State(self.url)
+        self._topology = Topology(adapter, check_template(dead_letter_topic))
+        self._producer = Producer(adapter, self._topology, self._state, publish_hook)
+        self._subscriptions: set[Subscription] = set()
+        self._was_open = False
 
     def __repr__(self) -> str:
-        state = "open" if self._open else "closed"
-        return f"<polybus.Bus {self.adapter.redacted_url()} {state}>"
+        state = "open" if self._state.open else "closed"
+        return f"<polybus.Bus {self.url} {state}>"
 
     @property
     def capabilities(self) -> Capabilities:
@@ -85,20 +115,40 @@ class Bus:
         """The backend's name (``memory``, ``kafka``, ``rabbitmq``...)."""
         return self.adapter.name
 
+    @property
+    def is_open(self) -> bool:
+        return self._state.open
+
+    @property
+    def publish_hook(self) -> PublishHook | None:
+        """Wraps every confirmed publish (the producer retry); settable."""
+        return self._producer.hook
+
+    @publish_hook.setter
+    def publish_hook(self, hook: PublishHook | None) -> None:
+        self._producer.hook = hook
+
     async def open(self) -> Bus:
-        """Connect (raises :class:`~polybus.errors.BrokerUnavailable`). Idempotent."""
-        if not self._open:
-            await self.adapter.open()
-            self._open = True
-            log.info("connected %s", self.adapter.redacted_url())
+        """Connect (raises :class:`~polybus.errors.BrokerUnavailable`). Idempotent on an
+        open bus; a closed bus cannot be opened again (:class:`~polybus.errors.BusClosed`)."""
+        if self._state.open:
+            return self
+        if self._was_open:
+            self._state.check()
+        await self.adapter.open()
+        self._state.open = self._was_open = True
+        log.info("connected %s", self.url)
         return self
 
     async def close(self) -> None:
-        """Flush and disconnect. Idempotent."""
-        if self._open:
-            self._open = False
-            await self.adapter.close()
-            log.info("closed %s", self.adapter.redacted_url())
+        """Close every open subscription, then flush and disconnect. Idempotent."""
+        if not self._state.open:
+            return
+        for sub in list(self._subscriptions):
+            await sub.close()
+        self._state.open = False
+        await self.adapter.close()
+        log.info("closed %s", self.url)
 
     def __await__(self) -> Generator[Any, None, Bus]:
         return self.open().__await__()
@@ -130,10 +180,12 @@ class Bus:
 
         ``body`` is bytes, str, a pydantic model or a JSON-serialisable value (encoded,
         ``content_type`` set accordingly). Concurrent calls are pipelined by adapters
-        that can; :meth:`publish_many` is the fast path for batches.
+        that can; :meth:`publish_many` is the fast path for batches. A publish never
+        waits longer than the backend's ``publish_timeout``: then it raises a
+        retryable :class:`~polybus.errors.PublishError`.
         """
         env = self.envelope(body, key=key, headers=headers, id=id, content_type=content_type)
-        await self._publish_envelopes(topic, [env])
+        await self._producer.publish(topic, [env])
         return env.id
 
     async def publish_many(self, topic: str, messages: Iterable[Outgoing | object]) -> list[str]:
@@ -160,7 +212,7 @@ class Bus:
             for i, m in enumerate(items)
         ]
         if envelopes:
-            await self._publish_envelopes(topic, envelopes)
+            await self._producer.publish(topic, envelopes)
         return [e.id for e in envelopes]
 
     def envelope(
@@ -186,6 +238,8 @@ class Bus:
     ) -> Envelope:
         data, ctype = _codec.encode(body, content_type)
         if headers:
+            if not isinstance(headers, Mapping):
+                raise InvalidMessage(f"headers must be a mapping of str to str, got {headers!r}")
             for name, value in headers.items():
                 if not isinstance(name, str) or not isinstance(value, str):
                     raise InvalidMessage(f"header {name!r}: names and values must be str")
@@ -198,30 +252,6 @@ class Bus:
             raise InvalidMessage("id must be a non-empty str")
         return make_envelope(id or new_id(), data, key, headers or NO_HEADERS, ctype, published_at)
 
-    async def _publish_envelopes(self, topic: str, envelopes: Sequence[Envelope]) -> None:
-        _check_topic(topic)
-        limit = self.adapter.capabilities.max_message_size
-        for env in envelopes:
-            if env.size > limit:
-                raise MessageTooLarge(
-                    f"message {env.id} for topic {topic!r} is {env.size} bytes; "
-                    f"the {self.backend} limit is {limit}",
-                    size=env.size,
-                    limit=limit,
-                )
-        await self._ensure_topic(topic)
-
-        async def send() -> None:
-            await self.adapter.publish(topic, envelopes)
-
-        if self.publish_hook is None:
-            await send()
-        else:
-            await self.publish_hook(send)
-        if log.isEnabledFor(logging.DEBUG):
-            for env in envelopes:
-                log.debug("published topic=%s id=%s", topic, env.id)
-
     # -- consuming ----------------------------------------------------------------
 
     def subscribe(
@@ -232,96 +262,100 @@ class Bus:
         max_in_flight: int = 64,
         delivery: DeliveryMode = "at_least_once",
         max_deliveries: int | None = None,
+        ordering: Ordering | str = Ordering.NONE,
+        reconnect_timeout: float | None = None,
     ) -> Subscription:
         """A subscription of ``group`` to ``topic`` (enter it with ``async with``).
 
-        ``max_deliveries`` sets the broker's own delivery limit where it has one (the
-        poison-pill middleware passes its limit here).
+        ``ordering`` is the group's choice: ``"none"`` (the default on every backend:
+        consumers share the work, a consumer may process a key's messages at once) or
+        ``"key"`` (per-key order; a backend that cannot keep it raises ConfigError now).
+        ``max_deliveries``: a message delivered more often goes to the dead-letter
+        topic without being handed out (the poison guard passes its limit here).
+        ``reconnect_timeout`` overrides the bus's (``math.inf``: ride out any outage).
+        Every option is checked here: a bad one raises ConfigError naming it.
         """
-        _check_topic(topic)
+        spec = self._topology.spec(topic, group, Ordering.parse(ordering))
         return Subscription(
-            self,
-            topic,
-            group,
+            spec=spec,
+            adapter_consumer=self.adapter.consumer,
+            producer=self._producer,
+            topology=self._topology,
+            state=self._state,
             max_in_flight=max_in_flight,
             delivery=delivery,
             max_deliveries=max_deliveries,
+            reconnect_timeout=(
+                self.reconnect_timeout if reconnect_timeout is None else reconnect_timeout
+            ),
+            registry=self._subscriptions,
         )
 
     async def declare(
-        self, topic: str, group: str | None = None, *, max_deliveries: int | None = None
+        self, topic: str, group: str | None = None, *, ordering: Ordering | str = Ordering.NONE
     ) -> None:
         """Create ``topic`` (and ``group`` on it, with its dead-letter topic) ahead of
         time; idempotent. From then on every message published reaches the group.
-        ``max_deliveries`` as for :meth:`subscribe`; None keeps an existing group's limit.
-        """
-        _check_topic(topic)
-        if group is None:
-            await self._ensure_topic(topic)
+        ``ordering`` as for :meth:`subscribe`; a group that exists with the other
+        ordering raises ConfigError where the broker stores it."""
+        check_name("topic", topic)
+        chosen = Ordering.parse(ordering)
+        spec = None if group is None else self._topology.spec(topic, group, chosen)
+        self._state.check()
+        if spec is None:
+            await self._topology.topic(topic)
         else:
-            await self._declare_group(topic, group, max_deliveries)
+            await self._topology.group(spec)
+
+    def dead_letter_topic(self, topic: str, group: str) -> str:
+        """The topic that receives ``group``'s dead letters (a regular topic)."""
+        return self._topology.dead_letter_topic(topic, group)
 
     def dead_letters(self, topic: str, *, group: str, max_in_flight: int = 64) -> Subscription:
         """A subscription to the dead letters of ``group`` on ``topic``: the same shape as
         :meth:`subscribe`, each message carrying the ``polybus-dlq-*`` headers."""
-        dlq = self.adapter.dead_letter_topic(topic, group)
+        check_name("group", group)
+        dlq = self.dead_letter_topic(topic, group)
         return self.subscribe(dlq, group=DLQ_GROUP, max_in_flight=max_in_flight)
 
     async def replay_dead_letters(
-        self, topic: str, *, group: str, limit: int | None = None, idle_timeout: float = 1.0
+        self,
+        topic: str,
+        *,
+        group: str,
+        limit: int | None = None,
+        idle_timeout: float = 1.0,
+        ids: Iterable[str] | None = None,
     ) -> int:
-        """Republish dead letters of ``group`` to their original topic; return how many.
+        """Republish dead letters of ``group`` to their original topic, for ``group``
+        only; return how many.
 
-        Each is republished (same id, key, headers and body; dead-letter metadata
-        removed) and only then acked, so a failure loses nothing. Stops after ``limit``
-        messages or when none arrives for ``idle_timeout`` seconds.
+        Each copy keeps id, key, headers and body (dead-letter metadata removed) and is
+        addressed to ``group``: every other group of the topic settles it without
+        handing it out. It is published, then the dead letter acked, so a failure loses
+        nothing and a dead letter is replayed once. ``ids`` replays only those (the
+        others stay); stops after ``limit`` replays or when none arrives for
+        ``idle_timeout`` seconds.
         """
+        if limit is not None and (not isinstance(limit, int) or limit < 0):
+            raise ConfigError("limit", f"must be an integer >= 0 or None, got {limit!r}")
+        wanted = None if ids is None else set(ids)
         count = 0
         async with self.dead_letters(topic, group=group) as dead:
+            kept = []
             while limit is None or count < limit:
                 try:
                     msg = await dead.get(timeout=idle_timeout)
                 except TimeoutError:
                     break
-                original, env = replay_envelope(msg)
-                await self._publish_envelopes(original, [env])
+                if wanted is not None and msg.id not in wanted:
+                    kept.append(msg)  # not chosen: goes back when the subscription closes
+                    continue
+                original, env = replay_envelope(msg, group)
+                await self._producer.publish(original, [env])
                 await msg.ack()
                 count += 1
+            for msg in kept:
+                await msg.nack()
         log.info("replayed %d dead letters topic=%s group=%s", count, topic, group)
         return count
-
-    async def _ensure_topic(self, topic: str) -> None:
-        if (topic, None) not in self._declared:
-            await self.adapter.ensure_topic(topic)
-            self._declared.add((topic, None))
-
-    async def _declare_group(self, topic: str, group: str, max_deliveries: int | None) -> None:
-        if max_deliveries is not None and max_deliveries < 1:
-            raise ConfigError("max_deliveries", f"must be >= 1, got {max_deliveries!r}")
-        await self._declare(topic, group, GroupSettings(max_deliveries))
-        if group == DLQ_GROUP:
-            return  # dead letters of dead letters would only pile up topics
-        dlq = self.adapter.dead_letter_topic(topic, group)
-        await self._declare(dlq, DLQ_GROUP, GroupSettings())
-
-    async def _declare(self, topic: str, group: str, settings: GroupSettings) -> None:
-        await self._ensure_topic(topic)
-        await self.adapter.ensure_group(topic, group, settings)
-
-
-def _check_template(template: object) -> str:
-    if not isinstance(template, str) or "{topic}" not in template or "{group}" not in template:
-        raise ConfigError(
-            "dead_letter_topic",
-            f"must be a string containing {{topic}} and {{group}}, got {template!r}",
-        )
-    try:
-        template.format(topic="t", group="g")
-    except (KeyError, IndexError, ValueError) as exc:
-        raise ConfigError("dead_letter_topic", f"invalid template {template!r}: {exc}") from exc
-    return template
-
-
-def _check_topic(topic: object) -> None:
-    if not isinstance(topic, str) or not topic:
-        raise ConfigError("topic", f"must be a non-empty string, got {topic!r}")

@@ -8,6 +8,7 @@ from datetime import datetime
 
 from . import headers as h
 from ._message import Envelope, Message, now
+from .errors import InvalidMessage
 
 DLQ_GROUP = "polybus-dlq"
 """The group every dead-letter topic has, so dead letters are kept until read."""
@@ -60,14 +61,19 @@ def dead_letter_envelope(
     )
 
 
-def replay_envelope(msg: Message) -> tuple[str, Envelope]:
-    """The original topic of a dead letter and the envelope that republishes it:
-    dead-letter metadata removed, id kept, replay count raised."""
+def replay_envelope(msg: Message, group: str) -> tuple[str, Envelope]:
+    """The original topic of a dead letter of ``group`` and the envelope that
+    republishes it: dead-letter metadata removed, id kept, replay count raised, and
+    addressed to ``group`` only (every other group of the topic settles it unseen)."""
     headers = {k: v for k, v in msg.headers.items() if not k.startswith("polybus-dlq-")}
     topic = msg.headers.get(h.DLQ_ORIGINAL_TOPIC)
     if not topic:
-        raise ValueError(f"message {msg.id} has no {h.DLQ_ORIGINAL_TOPIC} header")
-    headers[h.REPLAY] = str(int(headers.get(h.REPLAY, "0")) + 1)
+        raise InvalidMessage(
+            f"message {msg.id} is not a polybus dead letter: no {h.DLQ_ORIGINAL_TOPIC} header"
+        )
+    count = headers.get(h.REPLAY, "0")
+    headers[h.REPLAY] = str(int(count) + 1 if count.isdigit() else 1)
+    headers[h.REPLAY_GROUP] = group
     return topic, Envelope(
         id=msg.id,
         body=msg.body,

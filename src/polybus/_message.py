@@ -156,6 +156,8 @@ class Message:
     receipt: Any = field(default=None, repr=False)
     settlement: Settlement | None = field(default=None, repr=False)
     _settler: _Settler | None = field(default=None, repr=False)
+    _via: Any = field(default=None, repr=False)
+    """The adapter consumer that delivered the message (set by the core)."""
 
     def json(self) -> Any:
         """The body parsed as JSON (:class:`~polybus.errors.SerializationError` if not)."""

@@ -1,4 +1,4 @@
-"""Worker: handler-style consumption with middleware and key-ordered concurrency."""
+"""Worker: handler-style consumption with middleware, supervised until stopped."""
 
 from __future__ import annotations
 
@@ -6,16 +6,18 @@ import asyncio
 import functools
 import inspect
 import logging
+import math
 import signal
 import threading
-from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ._message import Message
+from ._message import Message, now
+from ._pipeline.supervision import Health
 from ._subscription import DeliveryMode, Subscription
+from .capabilities import Ordering
 from .errors import ConfigError
 
 if TYPE_CHECKING:
@@ -38,6 +40,12 @@ class _Route:
     func: Callable[[Message], Any]
     max_in_flight: int
     delivery: DeliveryMode
+    ordering: Ordering
+    subscription: Subscription | None = field(default=None)
+
+    @property
+    def name(self) -> str:
+        return f"{self.topic}/{self.group}"
 
 
 def chain(handler: Handler, middleware: Sequence[Middleware]) -> Handler:
@@ -52,10 +60,16 @@ class Worker:
 
     A handler returns to ack; when it raises, the middleware decides (retry, dead
     letter); with no middleware deciding, the message is nacked for redelivery. Up to
-    ``max_in_flight`` messages of a subscription run at once, but messages with the
-    same key run one at a time in delivery order (key-ordered concurrency). Sync
-    handlers run in a thread pool. ``run()`` handles SIGTERM and SIGINT (main thread):
-    stop fetching, finish and settle in-flight messages, close.
+    ``max_in_flight`` messages of a route run at once; in a key-ordered route
+    (``ordering="key"``) the subscription hands out a key's next message only after
+    the earlier one is settled, so a key's messages run one at a time, in order. Sync
+    handlers run in a thread pool.
+
+    ``run()`` rides out broker outages of any length: each route's subscription
+    reconnects with jittered backoff (:meth:`health` tells its state) and in-flight
+    handlers finish. Only :meth:`stop`, SIGTERM/SIGINT (main thread) or a
+    non-transient error (a ConfigError, refused credentials) ends it: stop fetching,
+    finish and settle in-flight messages, close.
     """
 
     def __init__(
@@ -84,8 +98,22 @@ class Worker:
         group: str,
         max_in_flight: int = 64,
         delivery: DeliveryMode = "at_least_once",
+        ordering: Ordering | str = Ordering.NONE,
     ) -> Callable[[F], F]:
-        """Register the decorated function (async or sync) for ``group`` on ``topic``."""
+        """Register the decorated function (async or sync) for ``group`` on ``topic``.
+
+        Every option is checked here (ConfigError naming it), including an ordering
+        the backend refuses and a second handler for the same topic and group.
+        """
+        chosen = Ordering.parse(ordering)
+        # a throw-away subscription checks names, options and the ordering (no I/O)
+        self.bus.subscribe(
+            topic, group=group, max_in_flight=max_in_flight, delivery=delivery, ordering=chosen
+        )
+        if any(r.topic == topic and r.group == group for r in self._routes):
+            raise ConfigError(
+                "group", f"a handler for group {group!r} of topic {topic!r} is already registered"
+            )
         if delivery == "effectively_once" and not any(
             getattr(mw, "provides_idempotency", False) for mw in self.middleware
         ):
@@ -96,7 +124,9 @@ class Worker:
             )
 
         def register(func: F) -> F:
-            self._routes.append(_Route(topic, group, func, max_in_flight, delivery))
+            if not callable(func):
+                raise ConfigError("handler", f"{func!r} is not callable")
+            self._routes.append(_Route(topic, group, func, max_in_flight, delivery, chosen))
             return func
 
         return register
@@ -109,6 +139,17 @@ class Worker:
     def ready(self) -> bool:
         """True once every handler's subscription is open (its group exists)."""
         return self._ready.is_set()
+
+    def health(self) -> dict[str, Health]:
+        """Each route's state, keyed ``"topic/group"``: ``running``, ``reconnecting``
+        (since when, the last error), ``starting`` or ``closed``. A liveness probe
+        checks that ``run()`` is alive; a readiness probe that every route is running
+        (:attr:`Health.healthy`)."""
+        out = {}
+        for route in self._routes:
+            sub = route.subscription
+            out[route.name] = sub.health if sub is not None else Health("starting", now())
+        return out
 
     async def wait_ready(self) -> None:
         """Wait until every handler's subscription is open, so that messages published
@@ -136,14 +177,16 @@ class Worker:
         try:
             async with asyncio.TaskGroup() as tg:
                 for route in self._routes:
-                    sub = self.bus.subscribe(
+                    route.subscription = self.bus.subscribe(
                         route.topic,
                         group=route.group,
                         max_in_flight=route.max_in_flight,
                         delivery=route.delivery,
                         max_deliveries=max_deliveries,
+                        ordering=route.ordering,
+                        reconnect_timeout=math.inf,  # a worker rides out any outage
                     )
-                    tg.create_task(self._serve(route, sub))
+                    tg.create_task(self._serve(route, route.subscription))
         finally:
             for sig in signals:
                 loop.remove_signal_handler(sig)
@@ -177,14 +220,34 @@ class Worker:
             base = _in_thread(route.func, pool)
         handler = chain(base, self.middleware)
         try:
-            await self._serve_with(handler, sub)
+            if await self._open(sub):
+                await self._serve_with(handler, sub)
         finally:
+            await sub.close()
             if pool is not None:
                 pool.shutdown(wait=False)
 
+    async def _open(self, sub: Subscription) -> bool:
+        """Open the subscription (retrying while the broker is unreachable); False if
+        the worker was stopped first."""
+        opener = asyncio.ensure_future(sub.open())
+        stopper = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait({opener, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopper.cancel()
+        if not opener.done():
+            opener.cancel()
+            await asyncio.gather(opener, return_exceptions=True)
+            return False
+        opener.result()  # a non-transient error ends the worker
+        self._subscribed += 1
+        if self._subscribed == len(self._routes):
+            self._ready.set()
+        return True
+
     async def _serve_with(self, handler: Handler, sub: Subscription) -> None:
         tasks: set[asyncio.Task[None]] = set()
-        lanes: dict[str, deque[Message]] = {}
 
         async def run_one(msg: Message) -> None:
             try:
@@ -203,65 +266,38 @@ class Worker:
             if not msg.settled:
                 await _settle_quietly(msg.ack())
 
-        async def run_lane(key: str, first: Message) -> None:
-            lane = lanes[key]
-            msg: Message | None = first
-            try:
-                while msg is not None:
-                    await run_one(msg)
-                    msg = lane.popleft() if lane else None
-            finally:
-                del lanes[key]
+        async def fetch() -> None:
+            async for msg in sub:
+                task = asyncio.ensure_future(run_one(msg))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
 
-        def spawn(coro: Awaitable[None]) -> None:
-            task = asyncio.ensure_future(coro)
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
-
-        def dispatch(msg: Message) -> None:
-            if msg.key is None:
-                spawn(run_one(msg))
-            elif msg.key in lanes:
-                lanes[msg.key].append(msg)
-            else:
-                lanes[msg.key] = deque()
-                spawn(run_lane(msg.key, msg))
-
-        async with sub:
-            self._subscribed += 1
-            if self._subscribed == len(self._routes):
-                self._ready.set()
-            fetcher = asyncio.ensure_future(self._fetch(sub, dispatch))
-
-            stopper = asyncio.ensure_future(self._stopping.wait())
-            await asyncio.wait({fetcher, stopper}, return_when=asyncio.FIRST_COMPLETED)
-            fetcher.cancel()
-            stopper.cancel()
-            fetch_error = None
-            try:
-                await fetcher
-            except asyncio.CancelledError:
-                pass
-            except Exception as exc:  # the broker failed: finish what we have, then raise
-                fetch_error = exc
-            if tasks:
-                _, pending = await asyncio.wait(tasks, timeout=self.shutdown_timeout)
-                for task in pending:  # their messages go back to the broker on close
-                    task.cancel()
-                if pending:
-                    log.error(
-                        "%d handlers still running after %.1fs, cancelled; their messages "
-                        "will be redelivered",
-                        len(pending),
-                        self.shutdown_timeout,
-                    )
-                    await asyncio.wait(pending)
-            if fetch_error is not None:
-                raise fetch_error
-
-    async def _fetch(self, sub: Subscription, dispatch: Callable[[Message], None]) -> None:
-        async for msg in sub:
-            dispatch(msg)
+        fetcher = asyncio.ensure_future(fetch())
+        stopper = asyncio.ensure_future(self._stopping.wait())
+        await asyncio.wait({fetcher, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        fetcher.cancel()
+        stopper.cancel()
+        fetch_error = None
+        try:
+            await fetcher
+        except asyncio.CancelledError:
+            pass
+        except Exception as exc:  # a non-transient failure: finish what we have, then raise
+            fetch_error = exc
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=self.shutdown_timeout)
+            for task in pending:  # their messages go back to the broker on close
+                task.cancel()
+            if pending:
+                log.error(
+                    "%d handlers still running after %.1fs, cancelled; their messages "
+                    "will be redelivered",
+                    len(pending),
+                    self.shutdown_timeout,
+                )
+                await asyncio.wait(pending)
+        if fetch_error is not None:
+            raise fetch_error
 
 
 async def _settle_quietly(settling: Awaitable[None]) -> None:

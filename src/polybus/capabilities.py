@@ -15,16 +15,34 @@ __all__ = ["Capabilities", "Ordering"]
 
 
 class Ordering(enum.Enum):
-    """The ordering guarantee a backend gives to consumers of one group."""
+    """What a group asks for, chosen per group at ``subscribe``/``declare`` time.
+
+    The same word means the same thing on every backend; a backend that cannot give
+    ``KEY`` refuses it with :class:`~polybus.errors.ConfigError` at the call that asks.
+    """
 
     NONE = "none"
-    """No order at all, not even for one key."""
-    PER_KEY = "per_key"
-    """Messages with the same key are delivered in publish order, even to several
-    competing consumers: a key's next message is not handed out while an earlier one
-    is unsettled."""
-    PER_QUEUE_SINGLE_CONSUMER = "per_queue_single_consumer"
-    """Publish order holds only while exactly one consumer reads the group."""
+    """No order: the group's consumers share the work, and a consumer may process
+    several messages of one key at once (Pulsar's Shared, the parallel consumer's
+    UNORDERED). The default on every backend."""
+    KEY = "key"
+    """Per-key order: messages with the same key are handed out one at a time, in
+    publish order; a key's next message waits until the earlier one is settled, even
+    across redeliveries (Pulsar's Key_Shared, the parallel consumer's KEY)."""
+
+    @classmethod
+    def parse(cls, value: object) -> Ordering:
+        """``value`` as an :class:`Ordering` (an instance or its string value)."""
+        if isinstance(value, Ordering):
+            return value
+        try:
+            return cls(value)
+        except ValueError:
+            from .errors import ConfigError
+
+            raise ConfigError(
+                "ordering", f"{value!r} is not one of {[o.value for o in cls]}"
+            ) from None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -32,19 +50,27 @@ class Capabilities:
     """A frozen declaration of one backend's guarantees. Every field is a promise the
     conformance suite checks on the real broker."""
 
-    ordering: Ordering
+    competing_consumers: bool
+    """Within one unordered group, each message goes to one of several consumers, and
+    several consumers share the work."""
+    key_order: bool
+    """Groups may ask for ``ordering="key"``; when False, asking raises ConfigError."""
+    key_order_competing: bool
+    """A key-ordered group shares its work among several consumers. False: one
+    consumer receives at a time and the others stand by (fail-over)."""
     fan_out: bool
     """Every group of a topic receives every message."""
-    competing_consumers: bool
-    """Within one group, each message goes to one of several consumers."""
     persistent: bool
     """Confirmed messages survive a broker restart."""
     replay: bool
     """Already-acked messages can be read again (log-based backends)."""
     native_delivery_count: bool
-    """The broker counts deliveries itself; when False polybus tracks attempts."""
+    """The broker counts deliveries itself, across consumer crashes; when False the
+    count restarts with a new consumer and polybus's poison guard counts in its store."""
     native_dead_letter: bool
-    """The broker moves a message to the dead-letter destination at its delivery limit."""
+    """The broker itself moves a message to the dead-letter topic when it stops
+    redelivering it (a backstop: polybus dead-letters at ``max_deliveries`` itself on
+    every backend)."""
     delayed_redelivery: bool
     """``nack(delay=d)`` keeps the message away for at least ``d`` seconds."""
     max_delay: float | None = None
@@ -55,28 +81,19 @@ class Capabilities:
     """The largest encoded message (body plus headers) in bytes."""
     max_headers: int | None = None
     """How many user headers fit, if bounded."""
+    max_deliveries: int | None = None
+    """The largest ``max_deliveries`` a subscription may ask for, if bounded (the
+    broker stops counting deliveries beyond it)."""
 
     def missing(self, *needs: str) -> list[str]:
-        """Return the names among ``needs`` this backend does not have.
-
-        A need is a boolean field name, or ``ordering:per_key`` for an ordering level.
-        """
+        """Return the names among ``needs`` (boolean field names) this backend lacks."""
         out: list[str] = []
         for need in needs:
-            if need.startswith("ordering:"):
-                wanted = Ordering(need.split(":", 1)[1])
-                if not _ordering_satisfies(self.ordering, wanted):
-                    out.append(need)
-            elif need not in _BOOL_FIELDS:
+            if need not in _BOOL_FIELDS:
                 raise ValueError(f"unknown capability {need!r}")
-            elif not getattr(self, need):
+            if not getattr(self, need):
                 out.append(need)
         return out
-
-
-def _ordering_satisfies(have: Ordering, wanted: Ordering) -> bool:
-    rank = {Ordering.NONE: 0, Ordering.PER_QUEUE_SINGLE_CONSUMER: 1, Ordering.PER_KEY: 2}
-    return rank[have] >= rank[wanted]
 
 
 _BOOL_FIELDS = frozenset(f.name for f in fields(Capabilities) if f.type == "bool")

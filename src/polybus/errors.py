@@ -11,6 +11,7 @@ exceptions are translated once, at the edge of each adapter, and kept as ``__cau
     ├── SerializationError     a body could not be encoded or decoded (permanent)
     ├── InvalidMessage         a message that can never be published (reserved header...)
     ├── SettlementError        a message was settled twice or after its subscription closed
+    ├── BusClosed              an operation on a Bus that is not open (never opened, or closed)
     └── Reject                 raised by a handler: permanent failure, dead-letter now
 
 No message text ever contains a secret: URLs are redacted before they are formatted.
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 __all__ = [
     "BrokerUnavailable",
+    "BusClosed",
     "ConfigError",
     "InvalidMessage",
     "MessageTooLarge",
@@ -87,6 +89,14 @@ class InvalidMessage(PolybusError, ValueError):
 
 class SettlementError(PolybusError, RuntimeError):
     """A message was settled twice, or after its subscription was closed."""
+
+
+class BusClosed(PolybusError, RuntimeError):
+    """An operation on a :class:`~polybus.Bus` that is not open: it was never opened
+    (``async with polybus.connect(...)`` or ``await bus.open()``), or it was closed.
+    The same error on every backend; never retryable on the same Bus."""
+
+    retryable = False
 
 
 class Reject(PolybusError):

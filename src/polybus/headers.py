@@ -18,6 +18,9 @@ PUBLISHED_AT = "polybus-published-at"
 REPLAY = "polybus-replay"
 """How many times a dead letter was replayed; part of the broker dedup id, so a replay
 inside a broker's dedup window is not discarded as a duplicate of the original."""
+REPLAY_GROUP = "polybus-replay-group"
+"""The group a replayed dead letter is meant for: every other group of the topic
+settles it without handing it out, so a replay reaches that group only."""
 ATTEMPT = "polybus-attempt"
 """Delivery attempts already made, for backends where polybus counts (retry copies)."""
 

@@ -1,20 +1,46 @@
-"""The adapter SPI: what a backend implements to plug into polybus.
+"""The adapter SPI: everything a backend implements, and everything it may use.
 
-An adapter is two small classes, found through the ``polybus.adapters`` entry-point
-group (the entry-point name is the URL scheme it serves)::
+A backend is a package with an :class:`Adapter` and a :class:`Consumer`, found through
+the ``polybus.adapters`` entry-point group (the entry-point name is the URL scheme)::
 
     [project.entry-points."polybus.adapters"]
     mybroker = "mypackage:MyAdapter"
 
-:class:`Adapter` opens and closes the connection, declares topics and groups, publishes
-batches with confirmation and makes a :class:`Consumer` per subscription. A
-:class:`Consumer` fetches messages and settles them. Nothing here is shaped like one
-broker's protocol; everything above it (backpressure, encoding, dead-letter records,
-retries, idempotency, the sync facade) is written once in the core.
+An adapter imports nothing from polybus but this module, :mod:`polybus.errors` and
+the top-level ``polybus`` names (a CI import contract checks it). It reports native
+facts only; every guarantee is written once, in the core:
 
-Adapters translate native exceptions into :mod:`polybus.errors` at this edge, keeping
-the native one as ``__cause__``. Every method is called from the event loop; blocking
-native clients run in a thread (:func:`asyncio.to_thread` or a dedicated I/O thread).
+=============================  ==========================================================
+the core (once, every backend)  the adapter (native facts)
+=============================  ==========================================================
+``max_in_flight``, hand-out,    :meth:`Consumer.receive`: up to N deliveries, each with
+the buffer a cancelled ``get``  its native ``delivery_attempt`` and a ``receipt``
+leaves intact
+per-key order (key-ordered      ``Consumer.exclusive_keys``: True when the broker itself
+groups): one message per key    never hands out a key's next message early (SQS FIFO)
+in flight, in-place redelivery
+dead-lettering at the limit     nothing: the core publishes the copy and then acks
+and on request (template, size
+check, confirmation, settle)
+lease keeping                   ``Consumer.lease`` and :meth:`Consumer.extend`
+supervision: backoff, reopen,   raise :class:`~polybus.errors.BrokerUnavailable` from
+health, ``reconnect_timeout``   :meth:`Consumer.receive` (or ``open``) when the broker is
+                                unreachable; the core retires the consumer and opens a
+                                fresh one with jittered exponential backoff
+replay isolation, closed-bus    nothing
+errors, publish time bound
+=============================  ==========================================================
+
+Required: :meth:`Adapter.from_url`, :meth:`Adapter.declare`, :meth:`Adapter.publish`,
+:meth:`Adapter.consumer`, :meth:`Consumer.receive`, :meth:`Consumer.ack`,
+:meth:`Consumer.nack` and :meth:`Consumer.close` (eight methods). Optional:
+``Adapter.open``/``close`` (connections), ``Consumer.open`` and ``Consumer.extend``
+(leases).
+
+Threading: every method is called from the event loop that opened the bus; a blocking
+native client runs in a thread of the adapter's own. Errors: native exceptions are
+translated into :mod:`polybus.errors` at this edge (one ``_errors`` module per adapter),
+keeping the native one as ``__cause__``, and never carry a secret (:func:`redact`).
 """
 
 from __future__ import annotations
@@ -25,85 +51,128 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
+from . import headers
 from . import headers as h
-from ._message import Envelope, Message
-from .capabilities import Capabilities
+from ._backoff import Backoff
+from ._codec import BYTES, JSON, TEXT
+from ._deadletter import DLQ_GROUP
+from ._message import Envelope, Message, new_id, now
+from ._names import fit_name
+from .capabilities import Capabilities, Ordering
+from .config import ParsedUrl, is_secret_name, parse_settings, parse_url, redact, redact_options
 
 __all__ = [
+    "BYTES",
+    "DLQ_GROUP",
+    "JSON",
+    "TEXT",
     "Adapter",
+    "Backoff",
+    "Capabilities",
     "Consumer",
     "Envelope",
     "EnvelopeFields",
+    "GroupSpec",
     "Message",
-    "GroupSettings",
+    "Ordering",
+    "ParsedUrl",
     "envelope_headers",
+    "fit_name",
+    "headers",
+    "is_secret_name",
+    "new_id",
+    "now",
+    "parse_settings",
+    "parse_url",
+    "redact",
+    "redact_options",
     "split_envelope_headers",
 ]
 
-
 @dataclass(frozen=True, slots=True)
-class GroupSettings:
-    """What the core asks of a group when it declares it."""
+class GroupSpec:
+    """A group as the core declares and consumes it."""
 
-    max_deliveries: int | None = None
-    """Deliveries after which the broker itself dead-letters (where it can). None means
-    no preference: an existing group keeps its limit, a new one gets the adapter's
-    default. A different limit for an existing group is applied where the broker can
-    change it in place, else :class:`polybus.errors.ConfigError` names the conflict."""
+    topic: str
+    """The polybus topic name (adapters map it onto a broker name, see :func:`fit_name`)."""
+    group: str
+    """The polybus group name."""
+    ordering: Ordering = Ordering.NONE
+    """What the group asks for. An adapter that cannot give it raises
+    :class:`~polybus.errors.ConfigError` naming the backend and the reason from
+    :meth:`Adapter.declare`; one whose broker stores the group's ordering refuses to
+    reopen it with the other one (ConfigError naming the conflict)."""
+    dead_letter_topic: str | None = None
+    """Where the core puts this group's dead letters (the template of
+    ``connect(dead_letter_topic=...)`` applied); None for a dead-letter group itself.
+    Only an adapter with a native dead-letter backstop needs it."""
+
+    @property
+    def key_ordered(self) -> bool:
+        return self.ordering is Ordering.KEY
 
 
 class Consumer(abc.ABC):
-    """The deliveries of one subscription (one group of one topic, one consumer).
+    """The deliveries of one consumer of one group.
 
-    The core never holds more than ``max_in_flight`` unsettled messages of a consumer
-    and asks :meth:`fetch` for at most the free slots, so an adapter needs no queue of
-    its own beyond a broker prefetch of ``max_in_flight``.
+    The core calls :meth:`receive` from one task at a time, asking for at most the free
+    ``max_in_flight`` slots, so an adapter needs no queue of its own beyond a broker
+    prefetch of ``max_in_flight``. :meth:`receive` is cancelled only when the core
+    closes the consumer (an application's ``get`` timing out never cancels it).
     """
 
-    @abc.abstractmethod
-    async def open(self) -> None:
-        """Start consuming. The group already exists (see :meth:`Adapter.ensure_group`)."""
+    exclusive_keys: bool = False
+    """True when the broker itself, in a key-ordered group, never hands a key's next
+    message to any consumer while an earlier one is unsettled, and a nack keeps the
+    key's order (SQS FIFO message groups, ``memory://``). The core then leaves keys to
+    the broker; otherwise it hands out one message per key and redelivers a nacked
+    keyed message itself, in place, without :meth:`nack`."""
+
+    lease: float | None = None
+    """Seconds an unsettled delivery stays with this consumer unless extended (SQS
+    visibility timeout, Pub/Sub ack deadline, JetStream ack wait). The core calls
+    :meth:`extend` for every unsettled message each third of it. None: no lease."""
+
+    async def open(self) -> None:  # noqa: B027 - optional hook, nothing to do by default
+        """Start consuming; the group exists. :class:`~polybus.errors.BrokerUnavailable`
+        makes the core retry with backoff; any other error ends the subscription."""
 
     @abc.abstractmethod
-    async def fetch(self, max_messages: int) -> Sequence[Message]:
+    async def receive(self, max_messages: int) -> Sequence[Message]:
         """Wait for and return between 1 and ``max_messages`` messages.
 
-        Each :class:`Message` carries ``topic``, ``group``, ``delivery_attempt`` (1 on the
-        first delivery), ``raw`` and a ``receipt`` the adapter uses to settle it.
-        Must be cancellation-safe: a message taken from the broker by a cancelled call
-        is not lost (it is returned by a later call, or released by :meth:`close`).
-        Messages with the same key come out in publish order where ``Capabilities``
-        promise it.
+        Each :class:`Message` carries ``topic``, ``group``, the native
+        ``delivery_attempt`` (1 on the first delivery), ``raw`` and a ``receipt`` the
+        adapter settles it by. Messages of one key come out in publish order where the
+        group is key-ordered. Raise :class:`~polybus.errors.BrokerUnavailable` when the
+        broker cannot be reached: the core retires this consumer (closing it once the
+        messages it handed out are settled) and opens a fresh one. If cancelled (by
+        :meth:`close`), whatever the call took from the broker goes back with close.
         """
 
     @abc.abstractmethod
-    async def ack(self, message: Message) -> None:
-        """Settle as processed; it must not be delivered to this group again."""
-
-    async def ack_many(self, messages: Sequence[Message]) -> None:
-        """Ack several messages at once (:meth:`polybus.Subscription.ack_many`).
-        Default: :meth:`ack` each; adapters with a cheaper batch form override it."""
-        for message in messages:
-            await self.ack(message)
+    async def ack(self, messages: Sequence[Message]) -> None:
+        """Settle ``messages`` (delivered by this consumer, unsettled) as processed:
+        none is delivered to this group again. One call for the whole batch."""
 
     @abc.abstractmethod
     async def nack(self, message: Message, delay: float | None) -> None:
-        """Give back for redelivery (after ``delay`` seconds if not None) with
-        ``delivery_attempt`` one higher. Later messages of the same key must not
-        overtake it where ``Capabilities.ordering`` is ``PER_KEY``."""
+        """Give ``message`` back for redelivery, after ``delay`` seconds (None or 0: at
+        once); it returns with ``delivery_attempt`` one higher."""
 
-    async def dead_lettered(self, message: Message) -> None:
-        """Settle a message whose dead-letter copy has been confirmed. Default: ack."""
-        await self.ack(message)
+    async def extend(self, messages: Sequence[Message]) -> None:  # noqa: B027
+        """Renew the lease of these unsettled messages (only called when ``lease`` is
+        set). A message settled meanwhile may be ignored."""
 
     @abc.abstractmethod
     async def close(self) -> None:
-        """Stop consuming. Every message fetched and not settled goes back to the
-        broker for redelivery (no message is lost; its attempt count may grow)."""
+        """Stop consuming. Every unsettled message goes back to the broker for
+        redelivery (in order, for a key-ordered group); nothing is lost. Idempotent."""
 
 
 class Adapter(abc.ABC):
-    """One backend connection. Create with :meth:`from_url`, then :meth:`open`."""
+    """One backend connection. The core makes it with :meth:`from_url`, then
+    :meth:`open`; a closed bus never calls it again."""
 
     name: ClassVar[str]
     """The backend's name: ``kafka``, ``rabbitmq``, ``sqs``, ``pubsub``, ``nats``..."""
@@ -111,57 +180,51 @@ class Adapter(abc.ABC):
     capabilities: Capabilities
     """The frozen guarantees of this backend as configured (may depend on settings)."""
 
+    publish_timeout: float = 30.0
+    """Seconds one :meth:`publish` may take. The core cancels a publish that takes
+    longer and raises a retryable :class:`~polybus.errors.PublishError` naming every
+    id; adapters with their own setting of that name set this attribute from it."""
+
     @classmethod
     @abc.abstractmethod
     def from_url(cls, url: str, options: Mapping[str, Any]) -> Adapter:
         """Parse ``url`` and ``options`` into typed settings without any I/O.
 
-        A bad value raises :class:`polybus.errors.ConfigError` naming the field.
-        ``options`` are polybus options plus native client settings passed through.
+        A bad value raises :class:`~polybus.errors.ConfigError` naming the field
+        (:func:`parse_url`, :func:`parse_settings`). ``options`` are the adapter's
+        settings plus ``options={...}``: native client settings, passed through.
         """
 
-    @abc.abstractmethod
-    async def open(self) -> None:
-        """Connect. Raise :class:`polybus.errors.BrokerUnavailable` within the
+    async def open(self) -> None:  # noqa: B027 - a backend without a connection
+        """Connect. Raise :class:`~polybus.errors.BrokerUnavailable` within the
         configured ``connect_timeout`` when the broker cannot be reached."""
 
-    @abc.abstractmethod
-    async def close(self) -> None:
-        """Flush and disconnect. Idempotent."""
+    async def close(self) -> None:  # noqa: B027
+        """Flush and disconnect. Called once; consumers are closed before it."""
 
     @abc.abstractmethod
-    async def ensure_topic(self, topic: str) -> None:
-        """Create ``topic`` if missing (idempotent); a conflicting existing definition
-        raises :class:`polybus.errors.ConfigError`."""
-
-    @abc.abstractmethod
-    async def ensure_group(self, topic: str, group: str, settings: GroupSettings) -> None:
-        """Create ``group`` on ``topic`` if missing (idempotent). Once this returns,
-        every message published to the topic reaches the group, consumer or not."""
+    async def declare(self, topic: str, group: GroupSpec | None) -> None:
+        """Create ``topic`` if missing, or (``group`` given; the topic exists already)
+        the group on it. Idempotent. Once a group is declared, every message published
+        to the topic reaches it, consumer or not. A conflicting existing definition, or
+        an ordering the backend cannot give, raises :class:`~polybus.errors.ConfigError`.
+        """
 
     @abc.abstractmethod
     async def publish(self, topic: str, envelopes: Sequence[Envelope]) -> None:
-        """Publish a batch and return once the broker confirmed every message.
+        """Publish a batch (the topic is declared) and return once the broker
+        confirmed every message.
 
-        Raise :class:`polybus.errors.PublishError` (``retryable`` set, ``failed_ids``
-        naming the unconfirmed ones) or :class:`polybus.errors.MessageTooLarge`.
+        Raise :class:`~polybus.errors.PublishError` (``retryable`` set, ``failed_ids``
+        naming the unconfirmed ones) or :class:`~polybus.errors.MessageTooLarge`.
         """
 
     @abc.abstractmethod
-    def consumer(self, topic: str, group: str, *, max_in_flight: int) -> Consumer:
-        """A new, not yet opened, consumer of ``group`` on ``topic``."""
+    def consumer(self, group: GroupSpec, *, max_in_flight: int) -> Consumer:
+        """A new, not yet opened, consumer of ``group`` (declared already)."""
 
-    dead_letter_template: str = "{topic}.{group}.dlq"
-    """How dead-letter topics are named; set from ``connect(dead_letter_topic=...)``."""
 
-    def dead_letter_topic(self, topic: str, group: str) -> str:
-        """The topic that receives ``group``'s dead letters (a regular topic). Adapters
-        that must sanitise names do so on the result of this default."""
-        return self.dead_letter_template.format(topic=topic, group=group)
-
-    def redacted_url(self) -> str:
-        """The connection URL without secrets, for reprs and logs."""
-        return f"{self.name}://"
+# -- the envelope codec for brokers without native fields ------------------------
 
 
 def envelope_headers(env: Envelope) -> dict[str, str]:
@@ -187,16 +250,18 @@ class EnvelopeFields:
 
 
 def split_envelope_headers(all_headers: Mapping[str, str]) -> EnvelopeFields:
-    """Inverse of :func:`envelope_headers`: the envelope fields and the other headers."""
-    headers = dict(all_headers)
-    stamp = headers.pop(h.PUBLISHED_AT, None)
+    """Inverse of :func:`envelope_headers`: the envelope fields and the other headers.
+    A foreign message (no ``polybus-id``) gets ``id=None``: the adapter supplies the
+    broker's own identity of the message (see the adapter READMEs)."""
+    fields = dict(all_headers)
+    stamp = fields.pop(h.PUBLISHED_AT, None)
     published = None
     if stamp is not None and stamp.isdigit():
         published = datetime.fromtimestamp(int(stamp) / 1000, UTC)
     return EnvelopeFields(
-        id=headers.pop(h.ID, None),
-        key=headers.pop(h.KEY, None),
-        content_type=headers.pop(h.CONTENT_TYPE, None),
+        id=fields.pop(h.ID, None),
+        key=fields.pop(h.KEY, None),
+        content_type=fields.pop(h.CONTENT_TYPE, None),
         published_at=published,
-        headers=headers,
+        headers=fields,
     )

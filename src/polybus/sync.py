@@ -27,7 +27,8 @@ from ._bus import Bus, PublishHook
 from ._bus import connect as _async_connect
 from ._message import Envelope, Message, Outgoing
 from ._subscription import DeliveryMode, Subscription
-from .capabilities import Capabilities
+from ._pipeline.supervision import Health
+from .capabilities import Capabilities, Ordering
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -42,11 +43,16 @@ def connect(
     *,
     publish_retry: PublishHook | bool | None = None,
     dead_letter_topic: str | None = None,
+    reconnect_timeout: float | None = None,
     **options: Any,
 ) -> SyncBus:
     """Connect, blocking; the same arguments as :func:`polybus.connect`."""
     bus = _async_connect(
-        url, publish_retry=publish_retry, dead_letter_topic=dead_letter_topic, **options
+        url,
+        publish_retry=publish_retry,
+        dead_letter_topic=dead_letter_topic,
+        reconnect_timeout=reconnect_timeout,
+        **options,
     )
     portal_cm = start_blocking_portal()
     portal = portal_cm.__enter__()
@@ -78,6 +84,14 @@ class SyncBus:
     @property
     def backend(self) -> str:
         return self.bus.backend
+
+    @property
+    def is_open(self) -> bool:
+        return self.bus.is_open
+
+    @property
+    def publish_hook(self) -> PublishHook | None:
+        return self.bus.publish_hook
 
     def __enter__(self) -> SyncBus:
         return self
@@ -143,6 +157,8 @@ class SyncBus:
         max_in_flight: int = 64,
         delivery: DeliveryMode = "at_least_once",
         max_deliveries: int | None = None,
+        ordering: Ordering | str = Ordering.NONE,
+        reconnect_timeout: float | None = None,
     ) -> SyncSubscription:
         return SyncSubscription(
             self.bus.subscribe(
@@ -151,14 +167,19 @@ class SyncBus:
                 max_in_flight=max_in_flight,
                 delivery=delivery,
                 max_deliveries=max_deliveries,
+                ordering=ordering,
+                reconnect_timeout=reconnect_timeout,
             ),
             self._portal,
         )
 
     def declare(
-        self, topic: str, group: str | None = None, *, max_deliveries: int | None = None
+        self, topic: str, group: str | None = None, *, ordering: Ordering | str = Ordering.NONE
     ) -> None:
-        return self._call(self.bus.declare, topic, group, max_deliveries=max_deliveries)
+        return self._call(self.bus.declare, topic, group, ordering=ordering)
+
+    def dead_letter_topic(self, topic: str, group: str) -> str:
+        return self.bus.dead_letter_topic(topic, group)
 
     def dead_letters(self, topic: str, *, group: str, max_in_flight: int = 64) -> SyncSubscription:
         return SyncSubscription(
@@ -166,7 +187,13 @@ class SyncBus:
         )
 
     def replay_dead_letters(
-        self, topic: str, *, group: str, limit: int | None = None, idle_timeout: float = 1.0
+        self,
+        topic: str,
+        *,
+        group: str,
+        limit: int | None = None,
+        idle_timeout: float = 1.0,
+        ids: Iterable[str] | None = None,
     ) -> int:
         return self._call(
             self.bus.replay_dead_letters,
@@ -174,6 +201,7 @@ class SyncBus:
             group=group,
             limit=limit,
             idle_timeout=idle_timeout,
+            ids=None if ids is None else list(ids),
         )
 
     def _call(self, func: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
@@ -196,6 +224,14 @@ class SyncSubscription:
     @property
     def unsettled(self) -> int:
         return self.subscription.unsettled
+
+    @property
+    def health(self) -> Health:
+        return self.subscription.health
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return self.subscription.capabilities
 
     def open(self) -> SyncSubscription:
         self._portal.call(self.subscription.open)

@@ -160,14 +160,14 @@ class TestResolutionOrder:
             monkeypatch.setenv(config.ENV_VAR, "memory://from-env")
         self._write(tmp_path, toml=toml, pyproject=pyproject)
         bus = polybus.connect()
-        assert bus.adapter.redacted_url() == f"memory://{expected}"
+        assert bus.url == f"memory://{expected}"
 
     def test_explicit_url_beats_everything(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         monkeypatch.setenv(config.ENV_VAR, "memory://from-env")
         self._write(tmp_path, toml=True, pyproject=True)
-        assert polybus.connect("memory://explicit").adapter.redacted_url() == "memory://explicit"
+        assert polybus.connect("memory://explicit").url == "memory://explicit"
 
     def test_file_options_apply_and_keyword_options_win(self, tmp_path: Path) -> None:
         self._write(tmp_path, toml=True, pyproject=False)
@@ -197,7 +197,7 @@ async def test_dead_letter_topic_template_names_the_dlq() -> None:
     async with polybus.connect(
         "memory://dlq-template", dead_letter_topic="dlq.{group}.{topic}"
     ) as bus:
-        assert bus.adapter.dead_letter_topic("orders", "billing") == "dlq.billing.orders"
+        assert bus.dead_letter_topic("orders", "billing") == "dlq.billing.orders"
         async with bus.subscribe("orders", group="billing") as sub:
             await bus.publish("orders", b"poison")
             msg = await sub.get(timeout=5)

@@ -43,12 +43,14 @@ async def test_idle_polling_leaves_no_stale_waiters(bus: polybus.Bus) -> None:
             with pytest.raises(TimeoutError):
                 await sub.get(timeout=0.001)
         assert isinstance(bus.adapter, MemoryAdapter)
-        assert bus.adapter.broker.topics[topic]["g"].waiters == []
+        # the one receive a timed-out get leaves running waits; no waiter piles up
+        assert len(bus.adapter.broker.topics[topic]["g"].waiters) <= 1
+    assert bus.adapter.broker.topics[topic]["g"].waiters == []
 
 
 def test_capabilities_are_declared(bus: polybus.Bus) -> None:
     caps = bus.capabilities
-    assert caps.ordering is polybus.Ordering.PER_KEY
+    assert caps.missing("key_order", "key_order_competing") == []
     assert caps.missing("fan_out", "competing_consumers", "delayed_redelivery") == []
     assert caps.missing("persistent", "replay", "broker_dedup") == [
         "persistent",

@@ -32,7 +32,7 @@ async def test_nacked_message_keeps_its_place_before_later_messages_of_its_key(
     bus: polybus.Bus,
 ) -> None:
     topic = name()
-    async with bus.subscribe(topic, group="g", max_in_flight=10) as sub:
+    async with bus.subscribe(topic, group="g", max_in_flight=10, ordering="key") as sub:
         await bus.publish_many(topic, [polybus.Outgoing(str(i), key="k") for i in range(3)])
         first = await sub.get(timeout=WAIT)
         await first.nack()
@@ -187,7 +187,7 @@ async def test_replayed_dead_letter_returns_to_its_topic(bus: polybus.Bus) -> No
         await again.ack()
     assert replayed == 1
     assert (again.id, again.body) == (sent, b"retry me")
-    assert again.headers == {"a": "1", h.REPLAY: "1"}
+    assert again.headers == {"a": "1", h.REPLAY: "1", h.REPLAY_GROUP: "g"}
 
 
 async def test_closing_while_a_get_waits_ends_it_and_loses_nothing(bus: polybus.Bus) -> None:

@@ -18,11 +18,11 @@ from .helpers import WAIT, drain, name
 
 @asynccontextmanager
 async def running(
-    worker: polybus.Worker, topic: str, group: str = "g"
+    worker: polybus.Worker, topic: str, group: str = "g", ordering: str = "none"
 ) -> AsyncIterator[asyncio.Task[None]]:
     """Declare the group (so nothing published next is missed) and run ``worker`` in a
     task; on exit stop it and wait until it has settled everything."""
-    await worker.bus.declare(topic, group)
+    await worker.bus.declare(topic, group, ordering=ordering)
     task = asyncio.create_task(worker.run())
     try:
         yield task
@@ -122,21 +122,22 @@ async def test_middleware_order_first_is_outermost(bus: polybus.Bus) -> None:
     assert trace == ["outer>", "inner>", "handler", "<inner", "<outer"]
 
 
-@pytest.mark.parametrize("delivery", ["at_least_once", "at_most_once"])
+@pytest.mark.parametrize("delivery", ["at_least_once", "effectively_once"])
 async def test_same_key_sequential_in_order_different_keys_parallel(
     bus: polybus.Bus, delivery: polybus.DeliveryMode
 ) -> None:
-    # at_most_once acks before the handler runs, so the broker hands out the next
-    # message of a key at once: only the worker's key lanes keep the order then.
+    # a key-ordered route: the subscription hands out a key's next message only once
+    # the earlier one is settled, so one key's handlers never overlap
     topic, keys, per_key = name(), ["a", "b", "c"], 10
     active: dict[str, int] = defaultdict(int)
     overlap: list[str] = []
     order: dict[str, list[int]] = defaultdict(list)
     running_keys: set[str] = set()
     all_keys_at_once = asyncio.Event()
-    worker = polybus.Worker(bus, handle_signals=False)
+    middleware = [polybus.Idempotency(polybus.stores.MemoryStore())]
+    worker = polybus.Worker(bus, middleware, handle_signals=False)
 
-    @worker.handler(topic, group="g", max_in_flight=16, delivery=delivery)
+    @worker.handler(topic, group="g", max_in_flight=16, delivery=delivery, ordering="key")
     async def handle(msg: polybus.Message) -> None:
         key = msg.key or ""
         active[key] += 1
@@ -155,12 +156,40 @@ async def test_same_key_sequential_in_order_different_keys_parallel(
         active[key] -= 1
 
     batch = [polybus.Outgoing({"seq": s}, key=k) for s in range(per_key) for k in keys]
-    async with running(worker, topic):
+    async with running(worker, topic, ordering="key"):
         await bus.publish_many(topic, batch)
         await wait_for(lambda: sum(map(len, order.values())) == len(batch), "all were handled")
     assert all_keys_at_once.is_set()
     assert overlap == []
     assert dict(order) == {k: list(range(per_key)) for k in keys}
+
+
+async def test_unordered_route_runs_one_keys_messages_at_once(bus: polybus.Bus) -> None:
+    topic, count = name(), 6
+    started = 0
+    all_started = asyncio.Event()
+    worker = polybus.Worker(bus, handle_signals=False)
+
+    @worker.handler(topic, group="g", max_in_flight=count)
+    async def handle(msg: polybus.Message) -> None:
+        nonlocal started
+        started += 1
+        if started == count:
+            all_started.set()
+        # every handler of the one key waits until all of them run: sequential
+        # handling would never get there and fail on the deadline
+        await asyncio.wait_for(all_started.wait(), WAIT)
+
+    async with running(worker, topic):
+        await bus.publish_many(topic, [polybus.Outgoing(b"x", key="same") for _ in range(count)])
+        await wait_for(all_started.is_set, "every message of the key ran at once")
+
+
+def test_key_order_with_at_most_once_is_refused_at_registration(bus: polybus.Bus) -> None:
+    worker = polybus.Worker(bus, handle_signals=False)
+    with pytest.raises(ConfigError) as raised:
+        worker.handler("t", group="g", delivery="at_most_once", ordering="key")
+    assert raised.value.field == "delivery"
 
 
 async def test_worker_never_exceeds_max_in_flight(bus: polybus.Bus) -> None:

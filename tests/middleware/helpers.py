@@ -35,11 +35,12 @@ async def running(
     topic: str = "orders",
     group: str = "g",
     max_in_flight: int = 16,
+    ordering: str = "none",
 ) -> AsyncIterator[polybus.Worker]:
     """A Worker serving ``handler`` until the block ends (then stopped and awaited)."""
     worker = polybus.Worker(bus, middleware, handle_signals=False, shutdown_timeout=5.0)
-    worker.handler(topic, group=group, max_in_flight=max_in_flight)(handler)
-    await bus.declare(topic, group)
+    worker.handler(topic, group=group, max_in_flight=max_in_flight, ordering=ordering)(handler)
+    await bus.declare(topic, group, ordering=ordering)
     task = asyncio.ensure_future(worker.run())
     try:
         yield worker

@@ -7,7 +7,7 @@ import random
 import pytest
 
 from polybus.errors import ConfigError
-from polybus.middleware.backoff import (
+from polybus._backoff import (
     Backoff,
     ceiling,
     decorrelated_jitter,

@@ -17,7 +17,7 @@ from .._worker import Middleware
 from ..errors import ConfigError
 from ..stores.base import Store
 from ._common import PERMANENT, RetriesExhausted, is_permanent
-from .backoff import Backoff
+from .._backoff import Backoff
 from .breaker import CircuitBreaker
 from .deadletter import DeadLetter
 from .idempotency import Idempotency, ProcessedIds, Sequences, TimeWindow

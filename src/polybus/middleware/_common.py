@@ -65,8 +65,7 @@ def processing_id(msg: Message) -> str:
 def capabilities_of(msg: Message) -> Capabilities | None:
     """The capabilities of the backend that delivered ``msg``, if it came through a
     subscription (messages built by hand in tests and benchmarks have none)."""
-    bus = getattr(msg._settler, "bus", None)
-    caps: Capabilities | None = getattr(bus, "capabilities", None)
+    caps: Capabilities | None = getattr(msg._settler, "capabilities", None)
     return caps
 
 

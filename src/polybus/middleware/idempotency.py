@@ -77,7 +77,11 @@ class ProcessedIds:
 
 @dataclass(frozen=True, slots=True)
 class Sequences:
-    """Deduplicate by a monotonic sequence per entity (the message key) in ``header``."""
+    """Deduplicate by a monotonic sequence per entity (the message key) in ``header``.
+
+    Meant for key-ordered groups (``ordering="key"``): in an unordered group a key's
+    messages may be processed at once and out of order, so a later sequence number can
+    be marked before an earlier one arrives, which is then dropped as stale."""
 
     header: str = h.SEQUENCE
 

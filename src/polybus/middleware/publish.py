@@ -19,7 +19,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from ..errors import BrokerUnavailable, ConfigError, PublishError
-from .backoff import Backoff
+from .._backoff import Backoff
 
 __all__ = ["PublishRetry"]
 

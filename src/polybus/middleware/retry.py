@@ -34,7 +34,7 @@ from .._message import Message, now
 from .._worker import Handler
 from ..errors import ConfigError
 from ._common import RetriesExhausted, capabilities_of, is_permanent
-from .backoff import Backoff
+from .._backoff import Backoff
 
 __all__ = ["Retry"]
 

@@ -17,7 +17,7 @@ import random
 from dataclasses import dataclass
 from typing import Literal
 
-from ..errors import ConfigError
+from .errors import ConfigError
 
 __all__ = [
     "Backoff",

@@ -1,0 +1,96 @@
+"""The publish path every message takes: checks, topic declaration, the retry hook and
+a bound on the time a publish may take."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+
+from ._message import Envelope
+from ._topology import Topology, check_name
+from .errors import BusClosed, MessageTooLarge, PublishError
+from .spi import Adapter
+
+__all__ = ["PUBLISH_GRACE", "Producer", "PublishHook"]
+
+log = logging.getLogger("polybus.bus")
+
+PublishHook = Callable[[Callable[[], Awaitable[None]]], Awaitable[None]]
+"""Wraps one confirmed-publish call (the producer-side retry plugs in here)."""
+
+PUBLISH_GRACE = 1.0
+"""Seconds past the adapter's ``publish_timeout`` before the core gives up on a publish
+(so the adapter's own, more precise, timeout error comes first)."""
+
+
+class State:
+    """Whether a bus is open, shared by everything that works through it."""
+
+    __slots__ = ("open", "where")
+
+    def __init__(self, where: str) -> None:
+        self.where = where
+        self.open = False
+
+    def check(self) -> None:
+        if not self.open:
+            raise BusClosed(
+                f"the bus {self.where} is not open (enter it with `async with "
+                "polybus.connect(...)`, or await bus.open(); a closed bus stays closed)"
+            )
+
+
+class Producer:
+    """Publishes envelopes for a bus: the topic is checked and declared, every size
+    checked against the backend's limit before anything is sent, then the adapter
+    publishes (through ``hook``, the producer retry, if set) within its
+    ``publish_timeout``."""
+
+    def __init__(
+        self, adapter: Adapter, topology: Topology, state: State, hook: PublishHook | None
+    ) -> None:
+        self.adapter = adapter
+        self.topology = topology
+        self.state = state
+        self.hook = hook
+
+    async def publish(self, topic: str, envelopes: Sequence[Envelope]) -> None:
+        self.state.check()
+        check_name("topic", topic)
+        adapter = self.adapter
+        limit = adapter.capabilities.max_message_size
+        for env in envelopes:
+            if env.size > limit:
+                raise MessageTooLarge(
+                    f"message {env.id} for topic {topic!r} is {env.size} bytes; "
+                    f"the {adapter.name} limit is {limit}",
+                    size=env.size,
+                    limit=limit,
+                )
+        await self.topology.topic(topic)
+
+        async def send() -> None:
+            await self._send(topic, envelopes)
+
+        if self.hook is None:
+            await send()
+        else:
+            await self.hook(send)
+        if log.isEnabledFor(logging.DEBUG):
+            for env in envelopes:
+                log.debug("published topic=%s id=%s", topic, env.id)
+
+    async def _send(self, topic: str, envelopes: Sequence[Envelope]) -> None:
+        self.state.check()
+        timeout = self.adapter.publish_timeout
+        try:
+            async with asyncio.timeout(timeout + PUBLISH_GRACE):
+                await self.adapter.publish(topic, envelopes)
+        except TimeoutError:
+            raise PublishError(
+                f"publish of {len(envelopes)} message(s) to topic {topic!r} not confirmed "
+                f"by {self.adapter.name} within {timeout:g}s (publish_timeout)",
+                retryable=True,
+                failed_ids=tuple(e.id for e in envelopes),
+            ) from None
