@@ -45,12 +45,16 @@ class BusFactory:
     published or acknowledged is seen by another.
     """
 
-    def __init__(self, target: Target) -> None:
+    def __init__(self, target: Target, *, isolated: bool = False) -> None:
         self.target = target
+        self.url = target.url
+        if isolated:  # an in-process broker of this factory's own (memory://NAME)
+            base, sep, query = target.url.partition("?")
+            self.url = f"{base.rstrip('/')}-{uuid.uuid4().hex[:8]}{sep}{query}"
         self._buses: list[Bus] = []
 
     async def __call__(self, **options: Any) -> Bus:
-        bus = self.target.connect(**options)
+        bus = self.target.connect(self.url, **options)
         await bus.open()
         self._buses.append(bus)
         return bus

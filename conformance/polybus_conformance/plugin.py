@@ -302,7 +302,8 @@ def polybus_target(polybus_backend: str, request: pytest.FixtureRequest) -> Targ
 @pytest_asyncio.fixture
 async def bus_factory(polybus_target: Target) -> AsyncIterator[BusFactory]:
     """Opens fresh buses to the target broker; all are closed after the test."""
-    factory = BusFactory(polybus_target)
+    # memory:// runs are isolated: each test gets a broker of its own
+    factory = BusFactory(polybus_target, isolated=polybus_target.backend == "memory")
     try:
         yield factory
     finally:

@@ -1,8 +1,9 @@
-"""Test tiers: ``conformance`` (every CI run), ``fault`` (broker restart, connection cut)
-and ``stress``.
+"""Test tiers: ``conformance`` (every CI run), ``fault`` (broker restart, consumer killed),
+``operations`` (network cut and stall through a TCP proxy, consumer churn, scale-out,
+foreign messages both ways, replay isolation, memory:// fidelity) and ``stress``.
 
 A suite test belongs to the tier named by its marker (``@pytest.mark.fault``,
-``@pytest.mark.stress``), else to ``conformance``. A run selects tiers with
+``@pytest.mark.operations``, ``@pytest.mark.stress``), else to ``conformance``. A run selects tiers with
 ``--polybus-tier=conformance,fault`` or the ini list ``polybus_tiers``; the default is
 ``conformance`` only, because fault tests stop and start brokers and take longer. Tests
 of tiers not selected are deselected (they do not appear in the matrix at all), so a
@@ -15,11 +16,14 @@ from collections.abc import Callable
 
 import pytest
 
-TIERS = ("conformance", "fault", "stress")
+TIERS = ("conformance", "fault", "operations", "stress")
 DEFAULT = ("conformance",)
 MARKERS = {
-    "fault": "fault tier: broker restart, connection cut; runs only when the selected "
+    "fault": "fault tier: broker restart, consumer killed; runs only when the selected "
     "polybus tiers include fault (--polybus-tier=conformance,fault)",
+    "operations": "operations tier: network faults through a TCP proxy, churn, scale-out, "
+    "foreign messages, replay isolation; runs only when the selected polybus tiers include "
+    "operations",
     "stress": "stress tier; runs only when the selected polybus tiers include stress",
 }
 
@@ -81,7 +85,7 @@ def selected(config: pytest.Config) -> tuple[str, ...]:
 
 def tier_of(item: pytest.Item) -> str:
     """The tier a collected test belongs to."""
-    for name in ("fault", "stress"):
+    for name in ("fault", "operations", "stress"):
         if item.get_closest_marker(name) is not None:
             return name
     return "conformance"

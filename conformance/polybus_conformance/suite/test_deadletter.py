@@ -89,11 +89,11 @@ async def test_dead_letter_after_max_deliveries(
     assert done >= set(good)
 
 
-@needs("native_dead_letter")
-async def test_native_dead_letter(
+async def test_dead_letter_at_delivery_limit(
     polybus_target: Target, bus_factory: BusFactory, names: Names
 ) -> None:
-    """12 dead-letter (native): a message nacked max_deliveries times moves to the DLQ"""
+    """12 dead-letter at the limit: a message nacked max_deliveries times moves to the DLQ
+    with its metadata, unseen a further time, while the group keeps flowing"""
     topic, group = names.topic(), names.group()
     profile = polybus_target.profile
     producer, consumer = await bus_factory(), await bus_factory()

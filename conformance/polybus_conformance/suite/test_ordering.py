@@ -1,4 +1,6 @@
-"""Catalogue 7: messages with the same key keep their publish order."""
+"""Catalogue 7: in a key-ordered group (``ordering="key"``), messages with the same key
+keep their publish order, and a key's next message is never handed out while an
+earlier one is unsettled."""
 
 from __future__ import annotations
 
@@ -29,9 +31,12 @@ async def _check_order(
     target: Target, buses: list[Bus], topic: str, group: str, max_in_flight: int
 ) -> None:
     producer = buses[0]
-    await producer.declare(topic, group)
+    await producer.declare(topic, group, ordering="key")
     per_key = max(2, target.profile.volume // KEYS)
-    subs = [b.subscribe(topic, group=group, max_in_flight=max_in_flight) for b in buses]
+    subs = [
+        b.subscribe(topic, group=group, max_in_flight=max_in_flight, ordering="key")
+        for b in buses
+    ]
     for sub in subs:
         await sub.open()
     first_seen: dict[str, list[int]] = defaultdict(list)
@@ -71,17 +76,19 @@ async def _check_order(
         assert order == sorted(order), f"key-{k} delivered out of order: {order}"
 
 
-@needs("ordering:per_key", "competing_consumers")
+@needs("key_order", "key_order_competing")
 async def test_per_key_order(polybus_target: Target, bus_factory: BusFactory, names: Names) -> None:
-    """7 per-key order: 16 keys interleaved, 3 consumers, order kept per key"""
+    """7 per-key order: 16 keys interleaved, 3 consumers of a key-ordered group, order kept
+    per key"""
     buses = [await bus_factory() for _ in range(3)]
     await _check_order(polybus_target, buses, names.topic(), names.group(), max_in_flight=8)
 
 
-@needs("ordering:per_queue_single_consumer")
+@needs("key_order")
 async def test_per_key_order_single_consumer(
     polybus_target: Target, bus_factory: BusFactory, names: Names
 ) -> None:
-    """7 per-key order: 16 keys interleaved, one consumer, order kept per key"""
+    """7 per-key order: 16 keys interleaved, one consumer of a key-ordered group, order kept
+    per key"""
     buses = [await bus_factory()]
     await _check_order(polybus_target, buses, names.topic(), names.group(), max_in_flight=8)
