@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from polybus.errors import ConfigError, SettlementError
+from polybus.errors import ConfigError, PublishError, SettlementError
 from polybus.spi import (
     Adapter,
     Capabilities,
@@ -41,6 +41,13 @@ class MemorySettings:
     renewed (the core renews it while the message is unsettled); None: until settled
     or the subscription closes. Set it to see how code behaves with leases (SQS, Pub/Sub,
     JetStream)."""
+    key_locks: bool = True
+    """A key-ordered group locks a key while one of its messages is out, for every
+    consumer of the group (as SQS FIFO message groups do), so key order holds with
+    competing consumers. False: the broker hands messages out in publish order without
+    looking at keys, as stream brokers do (Kafka partitions, RabbitMQ single active
+    consumer), and polybus's own per-key hand-out keeps the order within one consumer
+    only (``key_order_competing`` is then False)."""
 
     def __post_init__(self) -> None:
         if self.visibility_timeout is not None and self.visibility_timeout <= 0:
@@ -51,7 +58,7 @@ def capabilities(settings: MemorySettings) -> Capabilities:
     return Capabilities(
         competing_consumers=True,
         key_order=True,
-        key_order_competing=True,
+        key_order_competing=settings.key_locks,
         fan_out=True,
         persistent=False,
         replay=False,
@@ -88,18 +95,27 @@ class MemoryAdapter(Adapter):
         return cls(parsed.hosts[0] if parsed.hosts else "", settings)
 
     async def declare(self, topic: str, group: GroupSpec | None) -> None:
+        self.broker.check()
         if group is None:
             self.broker.ensure_topic(topic)
         else:
+            s = self.settings
             self.broker.ensure_group(
-                topic, group.group, group.ordering, self.settings.visibility_timeout
+                topic, group.group, group.ordering, s.visibility_timeout, s.key_locks
             )
 
     async def publish(self, topic: str, envelopes: Sequence[Envelope]) -> None:
+        if self.broker.down:
+            raise PublishError(
+                f"memory://{self.broker_name}: the broker is unavailable (outage)",
+                retryable=True,
+                failed_ids=tuple(e.id for e in envelopes),
+            )
         self.broker.publish(topic, envelopes)
 
     def consumer(self, group: GroupSpec, *, max_in_flight: int) -> Consumer:
-        return MemoryConsumer(self.broker, group, self.settings.visibility_timeout)
+        s = self.settings
+        return MemoryConsumer(self.broker, group, s.visibility_timeout, s.key_locks)
 
 
 Receipt = tuple[Entry, int]
@@ -107,16 +123,19 @@ Receipt = tuple[Entry, int]
 
 
 class MemoryConsumer(Consumer):
-    def __init__(self, broker: Broker, spec: GroupSpec, lease: float | None) -> None:
+    def __init__(
+        self, broker: Broker, spec: GroupSpec, lease: float | None, key_locks: bool
+    ) -> None:
         self.broker = broker
         self.spec = spec
         self.lease = lease
-        # the broker locks a key's lane while one of its messages is out
-        self.exclusive_keys = spec.key_ordered
+        # with key locks the broker never hands out a key's next message early
+        self.exclusive_keys = spec.key_ordered and key_locks
         self.group: Group | None = None
         self.closed = False
 
     async def open(self) -> None:
+        self.broker.check()
         group = self.broker.group(self.spec.topic, self.spec.group)
         if group is None:
             raise SettlementError(f"memory: group {self.spec.group!r} was not declared")
@@ -129,6 +148,7 @@ class MemoryConsumer(Consumer):
         loop = asyncio.get_running_loop()
         while True:
             with self.broker.lock:
+                self.broker.check()
                 entries = group.take(max_messages, time.monotonic(), self)
                 if entries:
                     return [self._message(e) for e in entries]
@@ -138,8 +158,11 @@ class MemoryConsumer(Consumer):
                 due = group.next_due()
             timeout = None if due is None else max(0.0, due - time.monotonic())
             try:
+                # asyncio.timeout, not wait_for: wait_for can swallow a cancellation that
+                # arrives as the waiter is woken, and this receive would then wait forever
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(waiter, timeout)
+                    async with asyncio.timeout(timeout):
+                        await waiter
             finally:
                 if not waiter.done() or waiter.cancelled():
                     # timed out or cancelled: drop the stale waker
@@ -170,6 +193,7 @@ class MemoryConsumer(Consumer):
     async def ack(self, messages: Sequence[Message]) -> None:
         group = self._open_group()
         with self.broker.lock:
+            self.broker.check()
             for msg in messages:
                 entry, token = msg.receipt
                 group.settle(entry, token, self)
@@ -179,6 +203,7 @@ class MemoryConsumer(Consumer):
         group = self._open_group()
         entry, token = message.receipt
         with self.broker.lock:
+            self.broker.check()
             group.give_back(entry, token, self, delay or 0.0, time.monotonic())
             group.wake()
 
@@ -186,6 +211,7 @@ class MemoryConsumer(Consumer):
         group = self._open_group()
         now = time.monotonic()
         with self.broker.lock:
+            self.broker.check()
             for msg in messages:
                 entry, token = msg.receipt
                 group.extend(entry, token, self, now)

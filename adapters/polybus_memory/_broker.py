@@ -20,7 +20,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from polybus.errors import ConfigError
+from polybus.errors import BrokerUnavailable, ConfigError
 from polybus.spi import Envelope, Ordering
 
 _seq = itertools.count()
@@ -46,6 +46,7 @@ class Group:
     name: str
     ordering: Ordering
     visibility_timeout: float | None = None
+    key_locks: bool = True
     free: deque[Entry] = field(default_factory=deque)
     keyed: dict[str, deque[Entry]] = field(default_factory=dict)
     ready: list[tuple[int, str]] = field(default_factory=list)
@@ -56,7 +57,9 @@ class Group:
     waiters: list[Callable[[], None]] = field(default_factory=list)
 
     def _lane_key(self, entry: Entry) -> str | None:
-        return entry.envelope.key if self.ordering is Ordering.KEY else None
+        if self.ordering is Ordering.KEY and self.key_locks:
+            return entry.envelope.key
+        return None
 
     def push(self, entry: Entry) -> None:
         key = self._lane_key(entry)
@@ -185,19 +188,48 @@ class Broker:
         self.name = name
         self.lock = threading.Lock()
         self.topics: dict[str, dict[str, Group]] = {}
+        self.down = False
+        """True during a simulated outage (:meth:`outage`)."""
+
+    def outage(self, down: bool = True) -> None:
+        """Make the broker unreachable (``down``) or reachable again, as a network cut
+        would: while down every call fails with BrokerUnavailable (a publish with a
+        retryable PublishError), and every unsettled message goes back to its group, as
+        a broker does with a lost connection's deliveries (settling them later is
+        ignored). For testing how code rides out outages."""
+        with self.lock:
+            self.down = down
+            for groups in self.topics.values():
+                for group in groups.values():
+                    if down:
+                        for entry in sorted(group.out.values(), key=lambda e: e.seq, reverse=True):
+                            entry.holder = None
+                            group._back(entry)
+                        group.out.clear()
+                    group.wake()
+
+    def check(self) -> None:
+        """Raise BrokerUnavailable during an outage (lock held or not)."""
+        if self.down:
+            raise BrokerUnavailable(f"memory://{self.name}: the broker is unavailable (outage)")
 
     def ensure_topic(self, topic: str) -> None:
         with self.lock:
             self.topics.setdefault(topic, {})
 
     def ensure_group(
-        self, topic: str, group: str, ordering: Ordering, visibility_timeout: float | None
+        self,
+        topic: str,
+        group: str,
+        ordering: Ordering,
+        visibility_timeout: float | None,
+        key_locks: bool = True,
     ) -> Group:
         with self.lock:
             groups = self.topics.setdefault(topic, {})
             found = groups.get(group)
             if found is None:
-                found = groups[group] = Group(group, ordering, visibility_timeout)
+                found = groups[group] = Group(group, ordering, visibility_timeout, key_locks)
             elif found.ordering is not ordering:
                 raise ConfigError(
                     "ordering",

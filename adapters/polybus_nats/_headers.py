@@ -16,6 +16,7 @@ from urllib.parse import unquote
 
 from polybus.errors import InvalidMessage
 from polybus.spi import Envelope, EnvelopeFields, envelope_headers, split_envelope_headers
+from polybus.spi import headers as h
 
 __all__ = ["ESCAPED", "EXPECTED_STREAM", "MSG_ID", "decode", "encode", "wire_size"]
 
@@ -64,8 +65,11 @@ def encode(env: Envelope, stream: str) -> dict[str, str]:
 
 
 def decode(headers: Mapping[str, str] | None) -> EnvelopeFields:
-    """Inverse of :func:`encode`; foreign (non-polybus) headers pass through."""
+    """Inverse of :func:`encode`. A foreign message (no ``polybus-id``) keeps every
+    native header as it came, ``Nats-Msg-Id`` included; its ``id`` is None."""
     raw = dict(headers or {})
+    if h.ID not in raw:
+        return split_envelope_headers(raw)
     raw.pop(MSG_ID, None)
     raw.pop(EXPECTED_STREAM, None)
     names = raw.pop(ESCAPED, "")

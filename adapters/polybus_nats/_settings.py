@@ -7,12 +7,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from polybus import config
 from polybus.errors import ConfigError
+from polybus.spi import parse_settings, parse_url, redact, redact_options
 
 DEFAULT_PORT = 4222
 
-__all__ = ["DEFAULT_PORT", "NatsSettings", "parse"]
+__all__ = ["DEFAULT_PORT", "NatsSettings", "parse", "shown_url"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,10 +30,11 @@ class NatsSettings:
     connect_timeout: float = 5.0
     """Seconds :meth:`open` waits for the first connection before BrokerUnavailable."""
     request_timeout: float = 10.0
-    """Seconds a JetStream API call or a publish acknowledgement may take."""
+    """Seconds a JetStream API call or a publish acknowledgement may take (also the
+    adapter's ``publish_timeout``)."""
 
     stream_prefix: str = "polybus-"
-    """Prepended to the sanitised topic to name its stream."""
+    """Prepended to the fitted topic to name its stream."""
     subject_prefix: str = "polybus"
     """First subject token(s): topic ``orders`` is subject ``polybus.orders``."""
     storage: Literal["file", "memory"] = "file"
@@ -46,11 +47,13 @@ class NatsSettings:
     """How long the stream remembers a ``Nats-Msg-Id`` for broker deduplication."""
 
     ack_wait: float = 30.0
-    """Seconds a delivered message may stay unsettled before JetStream redelivers it.
-    A live consumer keeps its messages alive with in-progress acks, so this is the
-    redelivery delay after a consumer dies, not a handler time limit."""
+    """Seconds a delivered message stays with its consumer unless its lease is renewed
+    (the consumer's ``lease``; polybus renews it with in-progress acks while the message
+    is unsettled). So it is the redelivery delay after a consumer dies, not a handler
+    time limit."""
     max_ack_pending: int = 10_000
-    """Unacknowledged messages a group may have across all its consumers."""
+    """Unacknowledged messages an unordered group may have across all its consumers (a
+    key-ordered group has 1, see README)."""
     fetch_expires: float = 5.0
     """How long one pull request waits on the server for messages."""
 
@@ -87,7 +90,7 @@ class NatsSettings:
             if f.repr and f.name != "options"
         }
         body = ", ".join(f"{k}={v!r}" for k, v in shown.items())
-        return f"NatsSettings({body}, options={config.redact_options(self.options)!r})"
+        return f"NatsSettings({body}, options={redact_options(self.options)!r})"
 
 
 def _is_token(text: str) -> bool:
@@ -97,7 +100,7 @@ def _is_token(text: str) -> bool:
 def parse(url: str, options: Mapping[str, Any]) -> NatsSettings:
     """``nats://[user:password@|token@]host[:port][,host[:port]...][?option=value...]``
     plus ``options`` (which win over the query) into :class:`NatsSettings`."""
-    parsed = config.parse_url(url)
+    parsed = parse_url(url)
     if parsed.scheme != "nats":
         raise ConfigError("url", f"expected nats://, got {parsed.scheme}://")
     if parsed.path.strip("/"):
@@ -110,4 +113,17 @@ def parse(url: str, options: Mapping[str, Any]) -> NatsSettings:
     elif parsed.username:
         values.setdefault("user", parsed.username)
         values.setdefault("password", parsed.password)
-    return config.parse_settings(NatsSettings, values, source=" for nats://")
+    return parse_settings(NatsSettings, values, source=" for nats://")
+
+
+def shown_url(settings: NatsSettings) -> str:
+    """The servers as one URL that is safe to show (password and token redacted)."""
+    hosts = ",".join(server.removeprefix("nats://") for server in settings.servers)
+    if settings.user is not None:
+        auth = f"{settings.user}:{settings.password or ''}@"
+    elif settings.token is not None:
+        # a token is the whole userinfo: give redact() a password slot to hide it in
+        auth = f":{settings.token}@"
+    else:
+        auth = ""
+    return redact(f"nats://{auth}{hosts}")

@@ -1,12 +1,14 @@
-"""Streams and durable consumers: idempotent creation and conflict detection.
+"""Names, streams and durable consumers: idempotent creation and conflict detection.
 
 A topic is a limits-retention stream with one subject (so every group, each its own
 durable consumer, reads every message: fan-out). A group is a durable pull consumer
-with explicit acks, created with deliver policy ``new``: it receives every message
-published after it exists, consumer running or not. A group's delivery limit ``N``
-(``GroupSettings.max_deliveries``) is stored as ``max_deliver = N + 1``: the consumer
-sees delivery ``N + 1`` and dead-letters it itself (see ``_consumer``); JetStream's own
-cut-off and its MAX_DELIVERIES advisory only matter when that delivery is not settled.
+with explicit acks, created with deliver policy ``new`` (it receives every message
+published after it exists, consumer running or not) and ``max_deliver = -1``
+(JetStream never gives up on a message; polybus dead-letters at ``max_deliveries``).
+A key-ordered group has ``max_ack_pending = 1``: one message in flight across all of
+its consumers (README: "Ordering"). The exact topic and group names, and the group's
+ordering, are stored in the descriptions, so a name collision or a change of ordering
+is refused instead of silently sharing a stream or consumer.
 """
 
 from __future__ import annotations
@@ -28,14 +30,69 @@ from nats.js.api import (
 )
 
 from polybus.errors import ConfigError
+from polybus.spi import Ordering, fit_name
 
-from . import _errors, _naming
+from . import _errors
 from ._settings import NatsSettings
 
-__all__ = ["GroupRef", "TopicRef", "ensure_consumer", "ensure_stream", "group_ref", "topic_ref"]
+__all__ = [
+    "GroupRef",
+    "TopicRef",
+    "consumer_name",
+    "ensure_consumer",
+    "ensure_stream",
+    "group_ref",
+    "stream_name",
+    "subject",
+    "topic_ref",
+]
 
+NAME_CHARS = "A-Za-z0-9_-"
+"""What JetStream stream and consumer names (and polybus's subject tokens) may hold."""
+MAX_NAME = 64
+"""Longest fitted name (stream names become directory names on the server)."""
 STREAM_EXISTS = 10058
 """JetStream: stream name already in use with a different configuration."""
+
+
+# -- names ------------------------------------------------------------------------------
+
+
+def _fit(name: str) -> str:
+    return fit_name(name, allowed=NAME_CHARS, max_length=MAX_NAME)
+
+
+def _dotted(topic: str) -> bool:
+    """True for a topic of dot-separated valid tokens (``orders.created``): its subject
+    keeps the tokens. (An empty token, ``a..b``, is not valid: fit_name hashes it.)"""
+    return len(topic) <= MAX_NAME and all(_fit(token) == token for token in topic.split("."))
+
+
+def stream_name(prefix: str, topic: str) -> str:
+    """The stream that stores ``topic``: ``orders.created`` -> ``<prefix>orders_created``;
+    a topic that is not dotted valid tokens is fitted with a hash of its exact name."""
+    return prefix + _fit(topic.replace(".", "_") if _dotted(topic) else topic)
+
+
+def subject(prefix: str, topic: str) -> str:
+    """The subject ``topic`` is published on (its stream's only subject)."""
+    return f"{prefix}.{topic if _dotted(topic) else _fit(topic)}"
+
+
+def consumer_name(group: str) -> str:
+    """The durable pull consumer that is ``group``."""
+    return _fit(group)
+
+
+def topic_description(topic: str) -> str:
+    return f"polybus topic {topic!r}"
+
+
+def group_description(group: str, ordering: Ordering) -> str:
+    """``polybus group 'g'`` (unordered, as every earlier version wrote it) or
+    ``polybus group 'g' ordered by key``."""
+    text = f"polybus group {group!r}"
+    return f"{text} ordered by key" if ordering is Ordering.KEY else text
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,24 +107,35 @@ class GroupRef:
     topic: TopicRef
     group: str
     consumer: str
+    ordering: Ordering = Ordering.NONE
+
+    @property
+    def next_subject(self) -> str:
+        """The JetStream API subject a pull request for this consumer goes to."""
+        return f"$JS.API.CONSUMER.MSG.NEXT.{self.topic.stream}.{self.consumer}"
 
 
 def topic_ref(settings: NatsSettings, topic: str) -> TopicRef:
     return TopicRef(
         topic,
-        _naming.stream_name(settings.stream_prefix, topic),
-        _naming.subject(settings.subject_prefix, topic),
+        stream_name(settings.stream_prefix, topic),
+        subject(settings.subject_prefix, topic),
     )
 
 
-def group_ref(settings: NatsSettings, topic: str, group: str) -> GroupRef:
-    return GroupRef(topic_ref(settings, topic), group, _naming.consumer_name(group))
+def group_ref(
+    settings: NatsSettings, topic: str, group: str, ordering: Ordering = Ordering.NONE
+) -> GroupRef:
+    return GroupRef(topic_ref(settings, topic), group, consumer_name(group), ordering)
+
+
+# -- streams ----------------------------------------------------------------------------
 
 
 def _stream_config(settings: NatsSettings, ref: TopicRef) -> StreamConfig:
     return StreamConfig(
         name=ref.stream,
-        description=_naming.description("topic", ref.topic),
+        description=topic_description(ref.topic),
         subjects=[ref.subject],
         retention=RetentionPolicy.LIMITS,
         storage=StorageType.FILE if settings.storage == "file" else StorageType.MEMORY,
@@ -84,19 +152,20 @@ async def ensure_stream(js: JetStreamContext, settings: NatsSettings, ref: Topic
     """Create the topic's stream, or accept an existing one that stores the same topic
     the same way; otherwise raise :class:`ConfigError` naming what differs."""
     wanted = _stream_config(settings, ref)
+    what = f"stream {ref.stream!r}"
     try:
         await js.add_stream(wanted)
         return
     except nats.js.errors.APIError as exc:
         if exc.err_code != STREAM_EXISTS:
-            raise _errors.topology_error(exc, "topic", f"stream {ref.stream!r}") from exc
+            raise _errors.topology_error(exc, "topic", what) from exc
     except _errors.NATIVE as exc:
-        raise _errors.topology_error(exc, "topic", f"stream {ref.stream!r}") from exc
+        raise _errors.topology_error(exc, "topic", what) from exc
     # the same name with another configuration: tolerate tuned limits, not a clash
     try:
         info = await js.stream_info(ref.stream)
     except _errors.NATIVE as exc:
-        raise _errors.topology_error(exc, "topic", f"stream {ref.stream!r}") from exc
+        raise _errors.topology_error(exc, "topic", what) from exc
     problems = _stream_conflicts(info, wanted)
     if problems:
         raise ConfigError(
@@ -120,58 +189,93 @@ def _stream_conflicts(info: StreamInfo, wanted: StreamConfig) -> list[str]:
     return out
 
 
-async def ensure_consumer(
-    js: JetStreamContext, settings: NatsSettings, ref: GroupRef, max_deliveries: int | None
-) -> ConsumerInfo:
-    """Create the group's durable pull consumer or check the existing one; a given
-    ``max_deliveries`` updates the existing delivery limit. Returns the live info."""
-    stream = ref.topic.stream
-    what = f"consumer {ref.consumer!r} on stream {stream!r}"
+# -- consumers --------------------------------------------------------------------------
+
+
+def _consumer_config(settings: NatsSettings, ref: GroupRef) -> ConsumerConfig:
+    keyed = ref.ordering is Ordering.KEY
+    return ConsumerConfig(
+        durable_name=ref.consumer,
+        description=group_description(ref.group, ref.ordering),
+        deliver_policy=DeliverPolicy.NEW,
+        ack_policy=AckPolicy.EXPLICIT,
+        ack_wait=settings.ack_wait,
+        max_deliver=-1,
+        max_ack_pending=1 if keyed else settings.max_ack_pending,
+    )
+
+
+async def consumer_info(js: JetStreamContext, ref: GroupRef) -> ConsumerInfo | None:
+    """The group's consumer, None if it does not exist."""
     try:
-        info: ConsumerInfo | None = await js.consumer_info(stream, ref.consumer)
+        return await js.consumer_info(ref.topic.stream, ref.consumer)
     except nats.js.errors.NotFoundError:
-        info = None
+        return None
     except _errors.NATIVE as exc:
-        raise _errors.topology_error(exc, "group", what) from exc
-    wanted_deliver = -1 if max_deliveries is None else max_deliveries + 1
+        raise _errors.topology_error(exc, "group", _what(ref)) from exc
+
+
+async def ensure_consumer(
+    js: JetStreamContext, settings: NatsSettings, ref: GroupRef
+) -> ConsumerInfo:
+    """Create the group's durable pull consumer or check the existing one.
+
+    An existing consumer of the same group with the other ordering raises
+    ``ConfigError("ordering")``; one that is not this group's (another name fitted
+    alike, a push consumer...) raises ``ConfigError("group")``. An existing group's
+    ``max_deliver`` (earlier versions stored a limit) becomes -1, and a key-ordered
+    group's ``max_ack_pending`` 1. Returns the live info.
+    """
+    info = await consumer_info(js, ref)
     if info is None:
-        config = ConsumerConfig(
-            durable_name=ref.consumer,
-            description=_naming.description("group", ref.group),
-            deliver_policy=DeliverPolicy.NEW,
-            ack_policy=AckPolicy.EXPLICIT,
-            ack_wait=settings.ack_wait,
-            max_deliver=wanted_deliver,
-            max_ack_pending=settings.max_ack_pending,
-        )
-    else:
-        problems = _consumer_conflicts(info, ref)
-        if problems:
-            raise ConfigError(
-                "group",
-                f"group {ref.group!r} maps to existing {what}, which conflicts: "
-                + "; ".join(problems),
-            )
-        if max_deliveries is None or info.config.max_deliver == wanted_deliver:
-            return info
-        config = info.config
-        config.max_deliver = wanted_deliver
+        try:
+            return await js.add_consumer(ref.topic.stream, _consumer_config(settings, ref))
+        except _errors.NATIVE as exc:
+            raise _errors.topology_error(exc, "group", _what(ref)) from exc
+    _check_consumer(info, ref)
+    config = info.config
+    stale = config.max_deliver not in (None, -1, 0) or (
+        ref.ordering is Ordering.KEY and config.max_ack_pending != 1
+    )
+    if not stale:
+        return info
+    config.max_deliver = -1
+    if ref.ordering is Ordering.KEY:
+        config.max_ack_pending = 1
     try:
-        return await js.add_consumer(stream, config)
+        return await js.add_consumer(ref.topic.stream, config)
     except _errors.NATIVE as exc:
-        raise _errors.topology_error(exc, "group", what) from exc
+        raise _errors.topology_error(exc, "group", _what(ref)) from exc
 
 
-def _consumer_conflicts(info: ConsumerInfo, ref: GroupRef) -> list[str]:
+def _what(ref: GroupRef) -> str:
+    return f"consumer {ref.consumer!r} on stream {ref.topic.stream!r}"
+
+
+def _check_consumer(info: ConsumerInfo, ref: GroupRef) -> None:
     have = info.config
-    out = []
-    wanted = _naming.description("group", ref.group)
-    if have.description != wanted:
-        out.append(f"it belongs to {have.description or 'something other than polybus'!r}")
+    other = Ordering.NONE if ref.ordering is Ordering.KEY else Ordering.KEY
+    if have.description == group_description(ref.group, other):
+        raise ConfigError(
+            "ordering",
+            f"nats: group {ref.group!r} of topic {ref.topic.topic!r} exists with "
+            f"ordering={other.value!r} ({_what(ref)}), not {ref.ordering.value!r}; a group "
+            f"keeps the ordering it was created with. Subscribe with "
+            f"ordering={other.value!r}, or migrate to a new group name with "
+            f"ordering={ref.ordering.value!r} (delete the old consumer once it is drained)",
+        )
+    problems = []
+    if have.description != group_description(ref.group, ref.ordering):
+        problems.append(f"it belongs to {have.description or 'something other than polybus'!r}")
     if have.deliver_subject:
-        out.append("it is a push consumer; polybus groups are pull consumers")
+        problems.append("it is a push consumer; polybus groups are pull consumers")
     if have.ack_policy != AckPolicy.EXPLICIT:
-        out.append(f"its ack policy is {have.ack_policy}, polybus needs explicit")
+        problems.append(f"its ack policy is {have.ack_policy}, polybus needs explicit")
     if have.filter_subject and have.filter_subject != ref.topic.subject:
-        out.append(f"it filters {have.filter_subject!r}, not {ref.topic.subject!r}")
-    return out
+        problems.append(f"it filters {have.filter_subject!r}, not {ref.topic.subject!r}")
+    if problems:
+        raise ConfigError(
+            "group",
+            f"group {ref.group!r} maps to existing {_what(ref)}, which conflicts: "
+            + "; ".join(problems),
+        )

@@ -13,10 +13,14 @@ from google.pubsub_v1.services.subscriber.transports import SubscriberGrpcAsyncI
 
 from ._settings import PubSubSettings
 
-# a 10 MB message must fit both ways (gRPC's default receive limit is 4 MB)
 _CHANNEL_OPTIONS = [
+    # a 10 MB message must fit both ways (gRPC's default receive limit is 4 MB)
     ("grpc.max_send_message_length", -1),
     ("grpc.max_receive_message_length", -1),
+    # after an outage the channel tries to reconnect at least every 5 s (gRPC's own
+    # default backs off to 120 s, keeping a recovered emulator out of reach that long)
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 5000),
 ]
 
 

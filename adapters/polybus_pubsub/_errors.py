@@ -51,6 +51,16 @@ def admin_error(exc: BaseException, action: str, field: str) -> PolybusError:
     return PolybusError(f"{action}: {type(exc).__name__}: {_detail(exc)}")
 
 
+def consume_error(exc: BaseException, action: str) -> PolybusError:
+    """An error of a pull or a settlement call. Transient errors and a subscription
+    that is gone (an emulator restarted empty, a deleted subscription) are
+    :class:`BrokerUnavailable`: the core opens a fresh consumer, declaring the group
+    again first. Refused credentials are a ConfigError; the rest as for topology."""
+    if isinstance(exc, gexc.NotFound):
+        return BrokerUnavailable(f"{action}: the subscription is gone ({_detail(exc)})")
+    return admin_error(exc, action, "group")
+
+
 def publish_error(exc: BaseException, topic: str, failed_ids: Sequence[str]) -> PublishError:
     """A publish that was not confirmed for ``failed_ids``."""
     retryable = is_transient(exc)

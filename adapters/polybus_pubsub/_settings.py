@@ -8,14 +8,22 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from polybus import config
 from polybus.errors import ConfigError
+from polybus.spi import parse_settings, parse_url, redact_options
 
 EMULATOR_ENV = "PUBSUB_EMULATOR_HOST"
 
 MIN_ACK_DEADLINE = 10
 MAX_ACK_DEADLINE = 600
 """Pub/Sub's bounds for a subscription's ack deadline, in seconds."""
+
+REMOVED = {
+    "ordering": "ordering is chosen per group now: subscribe(..., ordering='key') or "
+    "declare(topic, group, ordering='key')",
+    "max_lease": "removed: polybus renews the lease of a message for as long as it is "
+    "unsettled",
+}
+"""Settings of earlier versions, refused with what replaces them."""
 
 _PROJECT = re.compile(r"[a-z][a-z0-9.:-]{0,62}")
 _HOST_PORT = re.compile(r"[A-Za-z0-9.\-\[\]:]+:\d{1,5}")
@@ -36,18 +44,17 @@ class PubSubSettings:
     project: str
     emulator: str | None = None
     connect_timeout: float = 10.0
+    """Seconds ``open`` keeps trying before BrokerUnavailable; also the bound of an
+    exactly-once ack's retries."""
     ack_deadline: int = 10
-    """The subscription's ack deadline (seconds, 10..600): how long an unsettled
-    message of a crashed consumer stays invisible. Live consumers extend leases."""
-    max_lease: float = 3600.0
-    """How long a consumer keeps extending the lease of one unsettled message."""
+    """The subscription's ack deadline (seconds, 10..600): the lease of a delivery. A
+    crashed consumer's messages come back after it; live consumers renew it."""
     pull_timeout: float = 30.0
     """The longest one unary pull waits for messages before asking again."""
-    ordering: bool = True
-    """Create subscriptions with message ordering, so keys give per-key order."""
     exactly_once: bool = False
     """Create subscriptions with exactly-once delivery (acks are confirmed)."""
     publish_timeout: float = 60.0
+    """Seconds one publish may take (per Publish RPC, and the core's bound)."""
     batch_max_messages: int = 1000
     """Publish RPCs carry up to this many messages (concurrent publishes coalesce)."""
     options: dict[str, Any] = field(default_factory=dict, repr=False)
@@ -67,18 +74,17 @@ class PubSubSettings:
                 f"must be between {MIN_ACK_DEADLINE} and {MAX_ACK_DEADLINE} seconds, "
                 f"got {self.ack_deadline}",
             )
-        for name in ("connect_timeout", "pull_timeout", "publish_timeout", "max_lease"):
+        for name in ("connect_timeout", "pull_timeout", "publish_timeout"):
             if getattr(self, name) <= 0:
                 raise ConfigError(name, f"must be > 0, got {getattr(self, name)}")
         if not 1 <= self.batch_max_messages <= 1000:
             raise ConfigError("batch_max_messages", "must be between 1 and 1000")
 
     def __repr__(self) -> str:
-        shown = config.redact_options(self.options)
+        shown = redact_options(self.options)
         return (
             f"PubSubSettings(project={self.project!r}, endpoint={self.endpoint_label()!r}, "
-            f"ordering={self.ordering}, exactly_once={self.exactly_once}, "
-            f"options={sorted(shown)})"
+            f"exactly_once={self.exactly_once}, options={sorted(shown)})"
         )
 
     @property
@@ -93,7 +99,7 @@ class PubSubSettings:
 
 def parse(url: str, options: Mapping[str, Any]) -> PubSubSettings:
     """``pubsub://PROJECT[?emulator=host:port&...]`` plus ``options`` -> settings."""
-    parsed = config.parse_url(url)
+    parsed = parse_url(url)
     if parsed.scheme != "pubsub":
         raise ConfigError("url", f"expected pubsub://PROJECT, got {parsed.scheme}://")
     if parsed.username is not None or parsed.password is not None:
@@ -105,4 +111,7 @@ def parse(url: str, options: Mapping[str, Any]) -> PubSubSettings:
     values: dict[str, Any] = {"project": parsed.hosts[0]}
     values.update(parsed.query)
     values.update(options)
-    return config.parse_settings(PubSubSettings, values)
+    for name, replacement in REMOVED.items():
+        if name in values:
+            raise ConfigError(name, f"pubsub: {replacement}")
+    return parse_settings(PubSubSettings, values)

@@ -13,9 +13,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from polybus import headers as h
 from polybus.errors import InvalidMessage
 from polybus.spi import Envelope, EnvelopeFields, envelope_headers, split_envelope_headers
+from polybus.spi import headers as h
 
 MAX_ATTRIBUTES = 100
 MAX_ATTRIBUTE_KEY = 256
