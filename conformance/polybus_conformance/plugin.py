@@ -32,7 +32,7 @@ import pytest_asyncio
 import polybus
 from polybus.config import redact
 
-from . import backends, defects, markers, report, restartable, tiers
+from . import backends, defects, markers, operations, report, restartable, tiers
 from .fixtures import BusFactory, Names, Target
 from .provisioning import Broker, Unavailable, cleanup, provision
 from .provisioning.urls import parse_options, with_options
@@ -126,6 +126,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[_STATE] = state
     tiers.configure(config)
     restartable.configure(config, state.workdir, url_given=bool(url))
+    operations.configure(config, state.workdir, lambda backend: _target(state, backend))
     config.pluginmanager.register(_Recorder(state), "polybus-conformance-recorder")
     # brokers die with the session, even when it is ended by SIGTERM (CI's `timeout`)
     cleanup.install_signal_handlers()
@@ -289,6 +290,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
             problems.append(f"{backend}: {exc}")
     state.brokers.clear()
     problems += restartable.stop_all(session.config)
+    problems += operations.stop_all(session.config)
     if problems:
         raise RuntimeError("stopping the session's brokers failed: " + "; ".join(problems))
 

@@ -3,9 +3,10 @@
 foreign messages both ways, replay isolation, memory:// fidelity) and ``stress``.
 
 A suite test belongs to the tier named by its marker (``@pytest.mark.fault``,
-``@pytest.mark.operations``, ``@pytest.mark.stress``), else to ``conformance``. A run selects tiers with
-``--polybus-tier=conformance,fault`` or the ini list ``polybus_tiers``; the default is
-``conformance`` only, because fault tests stop and start brokers and take longer. Tests
+``@pytest.mark.operations``, ``@pytest.mark.stress``), else to ``conformance``. A run
+selects tiers with ``--polybus-tier=conformance,fault`` or the ini list
+``polybus_tiers``; the default is ``conformance`` only, because the other tiers stop and
+start brokers, cut networks and take longer. Tests
 of tiers not selected are deselected (they do not appear in the matrix at all), so a
 matrix never shows a fault row as skipped merely because the tier was off.
 """

@@ -14,8 +14,8 @@
 from . import errors, headers, stores, sync
 from ._bus import Bus, connect
 from ._message import Envelope, Message, Outgoing
-from ._subscription import DeliveryMode, Subscription
 from ._pipeline.supervision import Health
+from ._subscription import DeliveryMode, Subscription
 from ._worker import Handler, Middleware, Worker, chain
 from .capabilities import Capabilities, Ordering
 from .errors import (

@@ -29,6 +29,7 @@ DEFAULT_RECONNECT_TIMEOUT = 60.0
 """Seconds a subscription rides out a lost broker before ``get`` raises
 BrokerUnavailable (a :class:`~polybus.Worker` rides out outages of any length)."""
 
+
 def connect(
     url: str | None = None,
     *,
@@ -67,7 +68,9 @@ def connect(
         url=resolved,
         publish_hook=publish_retry or None,
         dead_letter_topic=template or DEFAULT_DEAD_LETTER_TOPIC,
-        reconnect_timeout=DEFAULT_RECONNECT_TIMEOUT if reconnect_timeout is None else reconnect_timeout,
+        reconnect_timeout=DEFAULT_RECONNECT_TIMEOUT
+        if reconnect_timeout is None
+        else reconnect_timeout,
     )
 
 
@@ -91,7 +94,9 @@ class Bus:
     ) -> None:
         check_options(1, "at_least_once", None, reconnect_timeout)
         if reconnect_timeout is None:
-            raise ConfigError("reconnect_timeout", "must be a number of seconds (math.inf: forever)")
+            raise ConfigError(
+                "reconnect_timeout", "must be a number of seconds (math.inf: forever)"
+            )
         self.adapter = adapter
         self.url = config.redact(url) if url else f"{adapter.name}://"
         self.reconnect_timeout = reconnect_timeout

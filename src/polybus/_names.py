@@ -53,8 +53,10 @@ def fit_name(
     digest = hashlib.sha256(name.encode("utf-8")).hexdigest()[:HASH_DIGITS]
     readable = invalid_run.sub(replacement, name)
     head_ok = re.compile(f"[{first or allowed}]")
-    if not readable or not head_ok.match(readable[0]) or readable.lower().startswith(
-        tuple(p.lower() for p in reserved_prefixes)
+    if (
+        not readable
+        or not head_ok.match(readable[0])
+        or readable.lower().startswith(tuple(p.lower() for p in reserved_prefixes))
     ):
         readable = "x" + replacement + readable
     keep = max(1, room - HASH_DIGITS - 1)

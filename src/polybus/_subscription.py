@@ -100,13 +100,13 @@ class Subscription:
     ) -> None:
         check_options(max_in_flight, delivery, max_deliveries, reconnect_timeout)
         caps = producer.adapter.capabilities
-        if max_deliveries is not None and caps.max_deliveries is not None:
-            if max_deliveries > caps.max_deliveries:
-                raise ConfigError(
-                    "max_deliveries",
-                    f"the {producer.adapter.name} backend counts at most "
-                    f"{caps.max_deliveries} deliveries, got {max_deliveries}",
-                )
+        bound = caps.max_deliveries
+        if max_deliveries is not None and bound is not None and max_deliveries > bound:
+            raise ConfigError(
+                "max_deliveries",
+                f"the {producer.adapter.name} backend counts at most "
+                f"{caps.max_deliveries} deliveries, got {max_deliveries}",
+            )
         if delivery == "at_most_once" and spec.key_ordered:
             raise ConfigError(
                 "delivery",
@@ -385,7 +385,12 @@ class Subscription:
             if leased is not None:
                 leased[id(msg)] = msg
             headers = msg.headers
-            if isolate and headers and h.REPLAY_GROUP in headers and headers[h.REPLAY_GROUP] != group:
+            if (
+                isolate
+                and headers
+                and h.REPLAY_GROUP in headers
+                and headers[h.REPLAY_GROUP] != group
+            ):
                 self._spawn(self._skip_replay(msg))
             elif limit is not None and msg.delivery_attempt > limit:
                 self._spawn(self._dead_letter_at_limit(msg))
@@ -535,7 +540,9 @@ class Subscription:
         try:
             await self._producer.publish(self.spec.dead_letter_topic, [envelope])
         except BaseException:
-            log.error("dead-letter publish failed, giving the message back %s id=%s", self._where, msg.id)
+            log.error(
+                "dead-letter publish failed, giving the message back %s id=%s", self._where, msg.id
+            )
             msg.settlement = "nack"
             delay = RETRY_AFTER_FAILED_DEAD_LETTER
             if not self._producer.adapter.capabilities.delayed_redelivery:
@@ -563,7 +570,12 @@ class Subscription:
         msg.settlement = "ack"
         via: Consumer = msg._via
         self._forget(msg)
-        log.debug("skipped replay for group %s %s id=%s", msg.headers.get(h.REPLAY_GROUP), self._where, msg.id)
+        log.debug(
+            "skipped replay for group %s %s id=%s",
+            msg.headers.get(h.REPLAY_GROUP),
+            self._where,
+            msg.id,
+        )
         await via.ack((msg,))
 
     # -- helpers --------------------------------------------------------------------
@@ -591,4 +603,3 @@ class Subscription:
             await consumer.close()
         except Exception as exc:  # the broker redelivers what was not given back
             log.warning("closing a consumer failed %s: %s", self._where, exc)
-

@@ -86,6 +86,5 @@ def refuse(adapter: Adapter, spec: GroupSpec) -> None:
         reason = getattr(adapter, "key_order_refusal", None) or "it cannot keep per-key order"
         raise ConfigError(
             "ordering",
-            f"the {adapter.name} backend refuses ordering='key' for group {spec.group!r}: "
-            f"{reason}",
+            f"the {adapter.name} backend refuses ordering='key' for group {spec.group!r}: {reason}",
         )

@@ -84,6 +84,10 @@ class Capabilities:
     max_deliveries: int | None = None
     """The largest ``max_deliveries`` a subscription may ask for, if bounded (the
     broker stops counting deliveries beyond it)."""
+    stable_foreign_ids: bool = True
+    """A message published by another (non-polybus) client keeps one ``id`` across its
+    redeliveries (the broker has a message identity). False: each delivery of such a
+    message gets a fresh id of its own, never one another message can get."""
 
     def missing(self, *needs: str) -> list[str]:
         """Return the names among ``needs`` (boolean field names) this backend lacks."""

@@ -89,6 +89,7 @@ __all__ = [
     "split_envelope_headers",
 ]
 
+
 @dataclass(frozen=True, slots=True)
 class GroupSpec:
     """A group as the core declares and consumes it."""

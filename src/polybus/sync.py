@@ -26,8 +26,8 @@ from anyio.from_thread import BlockingPortal, start_blocking_portal
 from ._bus import Bus, PublishHook
 from ._bus import connect as _async_connect
 from ._message import Envelope, Message, Outgoing
-from ._subscription import DeliveryMode, Subscription
 from ._pipeline.supervision import Health
+from ._subscription import DeliveryMode, Subscription
 from .capabilities import Capabilities, Ordering
 
 if TYPE_CHECKING:

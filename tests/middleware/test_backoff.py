@@ -6,7 +6,6 @@ import random
 
 import pytest
 
-from polybus.errors import ConfigError
 from polybus._backoff import (
     Backoff,
     ceiling,
@@ -14,6 +13,7 @@ from polybus._backoff import (
     equal_jitter,
     full_jitter,
 )
+from polybus.errors import ConfigError
 
 
 def test_ceiling_doubles_from_initial_and_caps() -> None:

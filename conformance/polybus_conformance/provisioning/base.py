@@ -44,6 +44,9 @@ class Broker:
     log_dir: Path | None = None
     pids: tuple[int, ...] = ()
     """Process-group leaders of a local broker (what ``polybus brokers down`` stops)."""
+    listen_port: int | None = None
+    """The port the broker itself listens on, when clients are sent elsewhere (a tansu
+    advertising a fault proxy's port)."""
     _stop: Callable[[], None] | None = field(default=None, repr=False)
     _restart: Callable[[bool], tuple[int, ...]] | None = field(default=None, repr=False)
 

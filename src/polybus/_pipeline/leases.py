@@ -50,7 +50,9 @@ class LeaseKeeper:
             try:
                 await consumer.extend(batch)  # type: ignore[attr-defined]
             except Exception as exc:  # the next tick retries; the lease is the backstop
-                log.warning("lease renewal failed %s (%d messages): %s", self._where, len(batch), exc)
+                log.warning(
+                    "lease renewal failed %s (%d messages): %s", self._where, len(batch), exc
+                )
 
     async def _run(self) -> None:
         while True:

@@ -70,7 +70,9 @@ class Supervisor:
             return
         if self._failing_since is not None:
             log.info(
-                "%s: the broker is back after %.1fs", self.where, time.monotonic() - self._failing_since
+                "%s: the broker is back after %.1fs",
+                self.where,
+                time.monotonic() - self._failing_since,
             )
         self._attempt = 0
         self._failing_since = None
@@ -83,9 +85,7 @@ class Supervisor:
         if self._failing_since is None:
             self._failing_since = moment
             log.warning("%s: broker unavailable, reconnecting: %s", self.where, exc)
-            self.health = Health(
-                "reconnecting", now(), str(exc), self.health.reconnects + 1
-            )
+            self.health = Health("reconnecting", now(), str(exc), self.health.reconnects + 1)
         else:
             self.health = Health(
                 "reconnecting", self.health.since, str(exc), self.health.reconnects

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from .._backoff import Backoff
 from .._worker import Middleware
 from ..errors import ConfigError
 from ..stores.base import Store
 from ._common import PERMANENT, RetriesExhausted, is_permanent
-from .._backoff import Backoff
 from .breaker import CircuitBreaker
 from .deadletter import DeadLetter
 from .idempotency import Idempotency, ProcessedIds, Sequences, TimeWindow

@@ -18,8 +18,8 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 
-from ..errors import BrokerUnavailable, ConfigError, PublishError
 from .._backoff import Backoff
+from ..errors import BrokerUnavailable, ConfigError, PublishError
 
 __all__ = ["PublishRetry"]
 

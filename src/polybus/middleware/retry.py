@@ -30,11 +30,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 
+from .._backoff import Backoff
 from .._message import Message, now
 from .._worker import Handler
 from ..errors import ConfigError
 from ._common import RetriesExhausted, capabilities_of, is_permanent
-from .._backoff import Backoff
 
 __all__ = ["Retry"]
 
