@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import inspect
 import logging
 import math
 import signal
@@ -14,11 +13,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from ._handlers import Signature, bind, signature_of
 from ._message import Message, now
 from ._pipeline.supervision import Health
 from ._subscription import DeliveryMode, Subscription
 from .capabilities import Ordering
-from .errors import ConfigError
+from .errors import PERMANENT, ConfigError, Reject
 
 if TYPE_CHECKING:
     from ._bus import Bus
@@ -37,7 +37,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 class _Route:
     topic: str
     group: str
-    func: Callable[[Message], Any]
+    func: Callable[..., Any]
+    signature: Signature
     max_in_flight: int
     delivery: DeliveryMode
     ordering: Ordering
@@ -102,8 +103,12 @@ class Worker:
     ) -> Callable[[F], F]:
         """Register the decorated function (async or sync) for ``group`` on ``topic``.
 
-        Every option is checked here (ConfigError naming it), including an ordering
-        the backend refuses and a second handler for the same topic and group.
+        The function takes the message (``msg: Message``), the decoded body
+        (``order: Order``: a pydantic model, a dataclass, ``bytes``, ``str``, ``dict``)
+        or both (``order: Order, msg: Message``); a body that does not decode is
+        dead-lettered at once. Every option is checked here (ConfigError naming it),
+        including an ordering the backend refuses and a second handler for the same
+        topic and group.
         """
         chosen = Ordering.parse(ordering)
         # a throw-away subscription checks names, options and the ordering (no I/O)
@@ -126,7 +131,9 @@ class Worker:
         def register(func: F) -> F:
             if not callable(func):
                 raise ConfigError("handler", f"{func!r} is not callable")
-            self._routes.append(_Route(topic, group, func, max_in_flight, delivery, chosen))
+            sig = signature_of(func)  # an unusable signature fails here, not in run()
+            route = _Route(topic, group, func, sig, max_in_flight, delivery, chosen)
+            self._routes.append(route)
             return func
 
         return register
@@ -213,11 +220,12 @@ class Worker:
     async def _serve(self, route: _Route, sub: Subscription) -> None:
         pool = None
         base: Handler
-        if inspect.iscoroutinefunction(route.func):
-            base = route.func
+        sig = route.signature
+        if sig.is_async:
+            base = route.func if sig.decode is None else bind(route.func, sig)
         else:
             pool = ThreadPoolExecutor(route.max_in_flight, thread_name_prefix="polybus-handler")
-            base = _in_thread(route.func, pool)
+            base = _in_thread(route.func, sig, pool)
         handler = chain(base, self.middleware)
         try:
             if await self._open(sub):
@@ -252,6 +260,13 @@ class Worker:
         async def run_one(msg: Message) -> None:
             try:
                 await handler(msg)
+            except PERMANENT as exc:
+                if not msg.settled:  # no middleware took it: it can never succeed
+                    reason = f"permanent error: {type(exc).__name__}"
+                    if isinstance(exc, Reject):
+                        reason = f"rejected: {exc.reason}"
+                    await _settle_quietly(msg.dead_letter(reason, error=exc))
+                return
             except Exception as exc:
                 if not msg.settled:
                     log.warning(
@@ -307,10 +322,11 @@ async def _settle_quietly(settling: Awaitable[None]) -> None:
         log.exception("settling a message failed; the broker will redeliver it")
 
 
-def _in_thread(func: Callable[[Message], Any], pool: ThreadPoolExecutor) -> Handler:
+def _in_thread(func: Callable[..., Any], sig: Signature, pool: ThreadPoolExecutor) -> Handler:
     @functools.wraps(func)
     async def call_in_thread(msg: Message) -> None:
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(pool, func, msg)
+        # decoded here, in the event loop: a bad body fails before a thread is taken
+        await loop.run_in_executor(pool, func, *sig.arguments(msg))
 
     return call_in_thread

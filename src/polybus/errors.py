@@ -25,6 +25,7 @@ __all__ = [
     "ConfigError",
     "InvalidMessage",
     "MessageTooLarge",
+    "PERMANENT",
     "PolybusError",
     "PublishError",
     "Reject",
@@ -109,3 +110,8 @@ class Reject(PolybusError):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+PERMANENT: tuple[type[BaseException], ...] = (Reject, SerializationError, InvalidMessage)
+"""Errors that can never succeed on a retry: a handler's :class:`Reject` and decode or
+validation failures. A message that fails with one is dead-lettered at once."""

@@ -15,9 +15,9 @@ from typing import Any
 
 from .._backoff import Backoff
 from .._worker import Middleware
-from ..errors import ConfigError
+from ..errors import PERMANENT, ConfigError
 from ..stores.base import Store
-from ._common import PERMANENT, RetriesExhausted, is_permanent
+from ._common import RetriesExhausted, is_permanent
 from .breaker import CircuitBreaker
 from .deadletter import DeadLetter
 from .idempotency import Idempotency, ProcessedIds, Sequences, TimeWindow

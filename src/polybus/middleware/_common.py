@@ -9,15 +9,11 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from .. import headers as h
-from ..errors import InvalidMessage, PolybusError, Reject, SerializationError
+from ..errors import PERMANENT, PolybusError
 
 if TYPE_CHECKING:
     from .._message import Message
     from ..capabilities import Capabilities
-
-PERMANENT: tuple[type[BaseException], ...] = (Reject, SerializationError, InvalidMessage)
-"""Errors that can never succeed on a retry: a handler's :class:`~polybus.errors.Reject`
-and decode or validation failures."""
 
 
 def is_permanent(exc: BaseException, extra: tuple[type[BaseException], ...] = ()) -> bool:
