@@ -42,40 +42,62 @@ class ParsedUrl:
     password: str | None = dataclasses.field(default=None, repr=False)
 
     def host_port(self, default_port: int) -> list[tuple[str, int]]:
-        """Each ``host[:port]`` of the URL as a pair, ``default_port`` filled in."""
-        out = []
-        for item in self.hosts:
-            host, _, port = item.rpartition(":") if item.count(":") == 1 else (item, "", "")
-            if not port:
-                out.append((item, default_port))
-                continue
-            if not port.isdigit():
-                raise ConfigError("url", f"port {port!r} is not a number")
-            out.append((host, int(port)))
-        return out
+        """Each ``host[:port]`` of the URL as a pair, ``default_port`` filled in. An
+        IPv6 literal keeps its brackets (``[::1]``), so ``f"{host}:{port}"`` is an
+        address again."""
+        return [_split_host(item, default_port) for item in self.hosts]
+
+
+def _split_host(item: str, default_port: int) -> tuple[str, int]:
+    """``host``, ``host:port``, ``[v6]`` or ``[v6]:port`` -> (host, port), checked."""
+    try:
+        parts = urlsplit(f"//{item}")
+        port = parts.port
+    except ValueError as exc:
+        raise ConfigError("url", f"bad host {item!r}: {exc}") from None
+    host = parts.hostname or ""
+    if not host:
+        raise ConfigError("url", f"bad host {item!r}: no host name")
+    if ":" in host:  # an IPv6 literal: keep it bracketed, as it was written
+        host = f"[{host}]"
+    if port == 0:
+        raise ConfigError("url", f"bad host {item!r}: port 0")
+    return host, default_port if port is None else port
 
 
 def parse_url(url: str) -> ParsedUrl:
-    """Split ``scheme://[user[:password]@]host[:port][,host[:port]...]/path?query``."""
+    """Split ``scheme://[user[:password]@]host[:port][,host[:port]...]/path?query``.
+
+    Hosts may be IPv6 literals in brackets (``[::1]:9092``). Every malformed part (an
+    unbalanced bracket, a port that is not a number from 1 to 65535, a query name given
+    twice) raises :class:`ConfigError` naming ``url`` (or the query name); the message
+    never contains the password.
+    """
     if not isinstance(url, str) or "://" not in url:
         raise ConfigError("url", f"expected SCHEME://..., got {redact(str(url))!r}")
     scheme, rest = url.split("://", 1)
     if not scheme or not scheme.replace("+", "").isalnum():
-        raise ConfigError("url", f"invalid scheme {scheme!r}")
-    parts = urlsplit(f"x://{rest}")
-    netloc = parts.netloc
+        raise ConfigError("url", f"invalid scheme {scheme[:20]!r}")
+    cut = min((i for i in (rest.find("/"), rest.find("?")) if i >= 0), default=len(rest))
+    netloc, path_and_query = rest[:cut], rest[cut:]
     username = password = None
     if "@" in netloc:
         userinfo, netloc = netloc.rsplit("@", 1)
-        user, sep, pw = userinfo.partition(":")
+        user, colon, pw = userinfo.partition(":")
         username = unquote(user)
-        password = unquote(pw) if sep else None
+        password = unquote(pw) if colon else None
+    hosts = tuple(h for h in netloc.split(",") if h)
+    for item in hosts:
+        _split_host(item, 1)  # checks brackets and the port range
+    try:
+        parts = urlsplit(f"x://h{path_and_query}")
+    except ValueError as exc:
+        raise ConfigError("url", f"malformed URL {redact(url)!r}: {exc}") from None
     query: dict[str, str] = {}
     for name, value in parse_qsl(parts.query, keep_blank_values=True):
         if name in query:
             raise ConfigError(name, "given more than once in the URL")
         query[name] = value
-    hosts = tuple(h for h in netloc.split(",") if h)
     return ParsedUrl(scheme.lower(), hosts, unquote(parts.path), query, username, password)
 
 
@@ -175,7 +197,7 @@ def _coerce(name: str, raw: Any, hint: Any) -> Any:
                 return _coerce(name, raw, arg)
             except ConfigError:
                 continue
-        raise ConfigError(name, f"{_show(name, raw)} is not a valid {_type_name(hint)}")
+        raise ConfigError(name, f"{_show(name, raw)} is not {_type_name(hint)}")
     if origin is typing.Literal:
         allowed = typing.get_args(hint)
         if raw not in allowed:
@@ -194,8 +216,10 @@ def _coerce(name: str, raw: Any, hint: Any) -> Any:
             raise ConfigError(name, f"{_show(name, raw)} is not a number")
         try:
             value = hint(raw)
-        except (TypeError, ValueError):
-            raise ConfigError(name, f"{_show(name, raw)} is not a number") from None
+        except (TypeError, ValueError, OverflowError):
+            raise ConfigError(name, f"{_show(name, raw)} is not {_TYPE_NAMES[hint]}") from None
+        if hint is float and value != value:  # NaN
+            raise ConfigError(name, f"{_show(name, raw)} is not a number")
         if value < 0:
             raise ConfigError(name, f"must be >= 0, got {value}")
         return value
@@ -214,5 +238,11 @@ def _show(name: str, raw: Any) -> str:
     return "'***'" if is_secret_name(name) else repr(raw)
 
 
+_TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "a boolean"}
+
+
 def _type_name(hint: Any) -> str:
-    return str(hint).replace("typing.", "")
+    args = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
+    names = [_TYPE_NAMES.get(a, getattr(a, "__name__", str(a))) for a in args]
+    optional = type(None) in typing.get_args(hint)
+    return " or ".join(names) + (" (or none)" if optional else "")
