@@ -338,29 +338,32 @@ class Bus:
         Each copy keeps id, key, headers and body (dead-letter metadata removed) and is
         addressed to ``group``: every other group of the topic settles it without
         handing it out. It is published, then the dead letter acked, so a failure loses
-        nothing and a dead letter is replayed once. ``ids`` replays only those (the
-        others stay); stops after ``limit`` replays or when none arrives for
+        nothing, and each dead letter is replayed once per call (one that fails again
+        and comes back meanwhile stays for the next call). ``ids`` replays only those
+        (the others stay); stops after ``limit`` replays or when none arrives for
         ``idle_timeout`` seconds.
         """
         if limit is not None and (not isinstance(limit, int) or limit < 0):
             raise ConfigError("limit", f"must be an integer >= 0 or None, got {limit!r}")
         wanted = None if ids is None else set(ids)
+        replayed: set[str] = set()
         count = 0
-        async with self.dead_letters(topic, group=group) as dead:
+        async with self.dead_letters(topic, group=group, max_in_flight=1000) as dead:
             kept = []
             while limit is None or count < limit:
                 try:
                     msg = await dead.get(timeout=idle_timeout)
                 except TimeoutError:
                     break
-                if wanted is not None and msg.id not in wanted:
-                    kept.append(msg)  # not chosen: goes back when the subscription closes
+                if (wanted is not None and msg.id not in wanted) or msg.id in replayed:
+                    # not chosen, or dead-lettered again by its replay during this call:
+                    # it stays, and goes back when the subscription closes
+                    kept.append(msg)
                     continue
                 original, env = replay_envelope(msg, group)
                 await self._producer.publish(original, [env])
                 await msg.ack()
+                replayed.add(msg.id)
                 count += 1
-            for msg in kept:
-                await msg.nack()
         log.info("replayed %d dead letters topic=%s group=%s", count, topic, group)
         return count

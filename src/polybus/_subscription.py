@@ -14,7 +14,7 @@ import asyncio
 import dataclasses
 import logging
 from collections import deque
-from collections.abc import Awaitable, Coroutine, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 from . import headers as h
@@ -145,6 +145,9 @@ class Subscription:
         """Retired consumers being closed (awaited on close, never cancelled)."""
         self._timers: set[asyncio.TimerHandle] = set()
         """Delayed in-place redeliveries."""
+        self._observer: Callable[[Message, str], None] | None = None
+        """Told every settlement (``ack``, ``nack``, ``dead_letter``, ``skipped``); the
+        test harness (:mod:`polybus.testing`) listens here."""
         self._ever_opened = False
         self._opened = False
         self._closed = False
@@ -430,6 +433,8 @@ class Subscription:
         via = self._check(msg, "ack")
         msg.settlement = "ack"
         self._forget(msg)
+        if self._observer is not None:
+            self._observer(msg, "ack")
         return via.ack((msg,))
 
     async def ack_many(self, messages: Iterable[Message]) -> None:
@@ -458,6 +463,8 @@ class Subscription:
         for msg in batch:
             msg.settlement = "ack"
             self._forget(msg)
+            if self._observer is not None:
+                self._observer(msg, "ack")
             by_consumer.setdefault(msg._via, []).append(msg)
         for consumer, part in by_consumer.items():
             await consumer.ack(part)
@@ -469,6 +476,8 @@ class Subscription:
         await self._give_back(msg, via, delay)
 
     async def _give_back(self, msg: Message, via: Consumer, delay: float | None) -> None:
+        if self._observer is not None:
+            self._observer(msg, "nack")
         if self._gate is not None and msg.key is not None:
             self._redeliver_in_place(msg, delay)
             return
@@ -550,6 +559,8 @@ class Subscription:
             await self._give_back(msg, via, delay)
             raise
         self._forget(msg)
+        if self._observer is not None:
+            self._observer(msg, "dead_letter")
         log.warning("dead-lettered %s id=%s reason=%s", self._where, msg.id, reason)
         await via.ack((msg,))
 

@@ -91,6 +91,8 @@ class Worker:
         self._finished = asyncio.Event()
         self._subscribed = 0
         self._running = False
+        self._observers: list[Callable[[str, Message, str], None]] = []
+        """Told ``(route, message, settlement)`` for every settlement (polybus.testing)."""
 
     def handler(
         self,
@@ -193,6 +195,7 @@ class Worker:
                         ordering=route.ordering,
                         reconnect_timeout=math.inf,  # a worker rides out any outage
                     )
+                    self._watch(route, route.subscription)
                     tg.create_task(self._serve(route, route.subscription))
         finally:
             for sig in signals:
@@ -200,6 +203,17 @@ class Worker:
             self._running = False
             self._ready.clear()
             self._finished.set()
+
+    def _watch(self, route: _Route, sub: Subscription) -> None:
+        if not self._observers:
+            return
+        observers, name = self._observers, route.name
+
+        def observe(msg: Message, settlement: str) -> None:
+            for observer in observers:
+                observer(name, msg, settlement)
+
+        sub._observer = observe
 
     def _install_signals(self, loop: asyncio.AbstractEventLoop) -> list[int]:
         if not self.handle_signals or threading.current_thread() is not threading.main_thread():

@@ -364,3 +364,30 @@ def test_reconnect_timeout_is_checked_at_subscribe(bus: polybus.Bus) -> None:
         bus.subscribe("t", group="g", reconnect_timeout=-1)
     assert raised.value.field == "reconnect_timeout"
     assert bus.subscribe("t", group="g", reconnect_timeout=math.inf).health.state == "starting"
+
+
+async def test_a_replay_that_fails_again_is_replayed_once_per_call(bus: polybus.Bus) -> None:
+    topic = name()
+    worker = polybus.Worker(bus, handle_signals=False)
+
+    @worker.handler(topic, group="g")
+    async def always_bad(msg: polybus.Message) -> None:
+        raise polybus.Reject("still bad")
+
+    await bus.declare(topic, "g")
+    running = asyncio.create_task(worker.run())
+    try:
+        await worker.wait_ready()
+        sent = await bus.publish(topic, b"hopeless")
+        async with bus.dead_letters(topic, group="g") as dead:
+            await (await dead.get(timeout=WAIT)).nack()
+        async with asyncio.timeout(WAIT):  # it used to replay the new copy for ever
+            assert await bus.replay_dead_letters(topic, group="g", idle_timeout=0.5) == 1
+        async with bus.dead_letters(topic, group="g") as dead:
+            again = await dead.get(timeout=WAIT)
+            await again.ack()
+    finally:
+        await worker.stop()
+        await running
+    assert again.id == sent
+    assert again.headers[h.REPLAY] == "1"
