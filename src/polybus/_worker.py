@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import inspect
 import logging
 import math
 import signal
@@ -93,6 +94,23 @@ class Worker:
         self._running = False
         self._observers: list[Callable[[str, Message, str], None]] = []
         """Told ``(route, message, settlement)`` for every settlement (polybus.testing)."""
+        self._startup: list[Callable[[], Any]] = []
+        self._shutdown: list[Callable[[], Any]] = []
+
+    def on_startup(self, func: F) -> F:
+        """Register ``func`` (async or sync, no arguments) to run in :meth:`run` before
+        the first subscription opens (open a database pool here). An error in it ends
+        ``run()`` before anything is consumed."""
+        self._startup.append(func)
+        return func
+
+    def on_shutdown(self, func: F) -> F:
+        """Register ``func`` (async or sync, no arguments) to run when :meth:`run` ends,
+        after the last message settled (close the pool here); hooks run in reverse
+        order of registration, each even if an earlier one failed, and not at all if a
+        startup hook failed."""
+        self._shutdown.append(func)
+        return func
 
     def handler(
         self,
@@ -180,6 +198,35 @@ class Worker:
         self._subscribed = 0
         loop = asyncio.get_running_loop()
         signals = self._install_signals(loop)
+        started = False
+        try:
+            for hook in self._startup:
+                await _call(hook)
+            started = True
+            await self._consume()
+        finally:
+            for sig in signals:
+                loop.remove_signal_handler(sig)
+            self._running = False
+            self._ready.clear()
+            try:
+                if started:  # a failed startup opened nothing to close
+                    await self._run_shutdown_hooks()
+            finally:
+                self._finished.set()
+
+    async def _run_shutdown_hooks(self) -> None:
+        errors: list[BaseException] = []
+        for hook in reversed(self._shutdown):
+            try:
+                await _call(hook)
+            except Exception as exc:
+                log.exception("shutdown hook %r failed", hook)
+                errors.append(exc)
+        if errors:
+            raise errors[0]
+
+    async def _consume(self) -> None:
         max_deliveries = next(
             (mw.max_deliveries for mw in self.middleware if hasattr(mw, "max_deliveries")), None
         )
@@ -197,12 +244,10 @@ class Worker:
                     )
                     self._watch(route, route.subscription)
                     tg.create_task(self._serve(route, route.subscription))
-        finally:
-            for sig in signals:
-                loop.remove_signal_handler(sig)
-            self._running = False
-            self._ready.clear()
-            self._finished.set()
+        except BaseExceptionGroup as group:
+            if len(group.exceptions) == 1:  # one route failed: raise its error itself
+                raise group.exceptions[0] from None
+            raise
 
     def _watch(self, route: _Route, sub: Subscription) -> None:
         if not self._observers:
@@ -327,6 +372,12 @@ class Worker:
                 await asyncio.wait(pending)
         if fetch_error is not None:
             raise fetch_error
+
+
+async def _call(hook: Callable[[], Any]) -> None:
+    result = hook()
+    if inspect.isawaitable(result):
+        await result
 
 
 async def _settle_quietly(settling: Awaitable[None]) -> None:

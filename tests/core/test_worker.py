@@ -284,3 +284,73 @@ async def test_wait_ready_means_every_group_exists(bus: polybus.Bus) -> None:
     await asyncio.wait_for(running, 5)
     assert seen == {"a": [sent], "b": [sent]}
     assert not worker.ready
+
+
+async def test_startup_runs_before_the_first_message_and_shutdown_after_the_last(
+    bus: polybus.Bus,
+) -> None:
+    topic, events = name(), []
+    worker = polybus.Worker(bus, handle_signals=False)
+
+    @worker.on_startup
+    async def open_pool() -> None:
+        events.append("startup")
+
+    @worker.on_shutdown
+    def close_pool() -> None:  # sync hooks work too
+        events.append("shutdown")
+
+    @worker.handler(topic, group="g")
+    async def handle(msg: polybus.Message) -> None:
+        await asyncio.sleep(0.05)
+        events.append("handled")
+
+    await bus.declare(topic, "g")
+    await bus.publish(topic, b"x")
+    running = asyncio.create_task(worker.run())
+    await wait_for(lambda: "handled" in events or running.done(), "the message was handled")
+    await worker.stop()
+    await running
+    assert events == ["startup", "handled", "shutdown"]
+
+
+async def test_a_failing_startup_hook_ends_run_before_consuming(bus: polybus.Bus) -> None:
+    topic, events = name(), []
+    worker = polybus.Worker(bus, handle_signals=False)
+
+    @worker.on_startup
+    def broken() -> None:
+        raise RuntimeError("no database")
+
+    @worker.on_shutdown
+    def close_pool() -> None:
+        events.append("shutdown")
+
+    @worker.handler(topic, group="g")
+    async def handle(msg: polybus.Message) -> None:
+        events.append("handled")
+
+    with pytest.raises(RuntimeError, match="no database"):
+        await worker.run()
+    assert events == []
+
+
+async def test_a_route_error_is_raised_as_itself_not_a_group(bus: polybus.Bus) -> None:
+    topic = name()
+    await bus.declare(topic, "g", ordering="key")
+    worker = polybus.Worker(bus, handle_signals=False)
+    worker.handler(topic, group="g")(lambda msg: None)  # ordering none: a conflict at run
+    with pytest.raises(ConfigError) as raised:
+        await worker.run()
+    assert raised.value.field == "ordering"
+
+
+def test_handler_options_fail_at_registration(bus: polybus.Bus) -> None:
+    worker = polybus.Worker(bus, handle_signals=False)
+    with pytest.raises(ConfigError) as raised:
+        worker.handler("t", group="g", max_in_flight=0)
+    assert raised.value.field == "max_in_flight"
+    worker.handler("t", group="g")(lambda msg: None)
+    with pytest.raises(ConfigError) as again:
+        worker.handler("t", group="g")
+    assert "already registered" in str(again.value)
