@@ -107,6 +107,12 @@ class Subscription:
                 f"the {producer.adapter.name} backend counts at most "
                 f"{caps.max_deliveries} deliveries, got {max_deliveries}",
             )
+        if max_deliveries is not None and spec.dead_letter_topic is None:
+            raise ConfigError(
+                "max_deliveries",
+                f"group {spec.group!r} of {spec.topic!r} is a dead-letter group: it has no "
+                "dead-letter topic of its own, so a delivery limit cannot apply",
+            )
         if delivery == "at_most_once" and spec.key_ordered:
             raise ConfigError(
                 "delivery",
@@ -573,8 +579,8 @@ class Subscription:
                 f"delivery limit of {limit} reached",
                 metadata={h.DLQ_ATTEMPTS: str(msg.delivery_attempt - 1)},
             )
-        except Exception:  # logged above; the message comes back and is tried again
-            return
+        except Exception as exc:  # the message comes back and is tried again
+            log.error("dead-lettering at the limit failed %s id=%s: %s", self._where, msg.id, exc)
 
     async def _skip_replay(self, msg: Message) -> None:
         """A dead letter replayed for another group: settled here, never handed out."""

@@ -110,8 +110,10 @@ def redact(url: str) -> str:
     head, sep, query = rest.partition("?")
     if "@" in head:
         userinfo, hostpart = head.rsplit("@", 1)
-        user = userinfo.split(":", 1)[0]
-        head = f"{user}:***@{hostpart}" if ":" in userinfo else f"{user}@{hostpart}"
+        user, colon, password = userinfo.partition(":")
+        if colon and unquote(user) == unquote(password):
+            user = "***"  # guest:guest: the user name is the secret too
+        head = f"{user}:***@{hostpart}" if colon else f"{user}@{hostpart}"
     if sep:
         pairs = []
         for name, value in parse_qsl(query, keep_blank_values=True):

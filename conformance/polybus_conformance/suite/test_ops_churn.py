@@ -14,7 +14,8 @@ import sys
 
 import pytest
 
-from polybus import Message
+from polybus import Message, Outgoing
+from polybus.spi import new_id
 from polybus_conformance.fixtures import BusFactory, Names, Target
 from polybus_conformance.markers import NETWORK, needs
 from polybus_conformance.waiting import consume_concurrently, eventually, next_message, wait_for
@@ -137,9 +138,10 @@ async def test_ops_sigkill_mid_batch_the_survivor_takes_over(
         loop = asyncio.get_running_loop()
         deadline = loop.time() + profile.redelivery_timeout
         while not held and loop.time() < deadline:
-            published += await producer.publish_many(
-                topic, [f"batch-{len(published) + i}" for i in range(10)]
-            )
+            # the ids are known before they are sent: a delivery may beat the confirm
+            batch = [Outgoing(f"batch-{len(published) + i}", id=new_id()) for i in range(10)]
+            published += [m.id for m in batch if m.id is not None]
+            await producer.publish_many(topic, batch)
             await eventually(lambda: bool(held) or surviving.done(), within=2.0)
         assert held, "the victim never received a message"
         victim.send_signal(signal.SIGKILL)

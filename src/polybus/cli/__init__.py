@@ -8,7 +8,6 @@ keep their argument parsers beside the code they drive (``polybus.bench``,
 from __future__ import annotations
 
 import importlib
-import sys
 from typing import Any
 
 import click
@@ -53,7 +52,8 @@ def _argparse_command(name: str, module_name: str, summary: str) -> click.Comman
             raise click.ClickException(f"{name} is unavailable: {exc}") from exc
         parser = argparse.ArgumentParser(prog=f"polybus {name}", description=summary)
         module.add_arguments(parser)
-        sys.exit(int(module.run(parser.parse_args(list(args)))))
+        # argparse itself exits for -h and usage errors (code 2)
+        raise click.exceptions.Exit(int(module.run(parser.parse_args(list(args)))))
 
     return command
 
@@ -69,7 +69,7 @@ for _name, _module, _summary in (
 def main(argv: list[str] | None = None) -> int:
     """The console script: exit code 0 on success, non-zero on any failure."""
     try:
-        cli.main(args=argv, prog_name="polybus", standalone_mode=False)
+        code = cli.main(args=argv, prog_name="polybus", standalone_mode=False)
     except click.exceptions.Exit as done:
         return int(done.exit_code)
     except click.ClickException as exc:
@@ -78,4 +78,4 @@ def main(argv: list[str] | None = None) -> int:
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         return 130
-    return 0
+    return code if isinstance(code, int) else 0
