@@ -1,6 +1,6 @@
 """polybus's Google Cloud Pub/Sub backend: ``pubsub://PROJECT[?emulator=host:port]``.
 
-See README.md in this package for topology, naming, ordering, limits and capabilities.
+See README.md in this package for settings, topology, naming, ordering and capabilities.
 """
 
 from ._adapter import PubSubAdapter

@@ -20,8 +20,7 @@ MAX_ACK_DEADLINE = 600
 REMOVED = {
     "ordering": "ordering is chosen per group now: subscribe(..., ordering='key') or "
     "declare(topic, group, ordering='key')",
-    "max_lease": "removed: polybus renews the lease of a message for as long as it is "
-    "unsettled",
+    "max_lease": "removed: polybus renews the lease of a message for as long as it is unsettled",
 }
 """Settings of earlier versions, refused with what replaces them."""
 

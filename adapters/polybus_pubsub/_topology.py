@@ -22,7 +22,7 @@ from google.protobuf import field_mask_pb2
 from google.pubsub_v1 import types as ps
 
 from polybus.errors import ConfigError
-from polybus.spi import GroupSpec
+from polybus.spi import DLQ_GROUP, GroupSpec
 
 from . import _errors
 from ._clients import Clients
@@ -92,7 +92,10 @@ class Topology:
         wanted.dead_letter_policy = ps.DeadLetterPolicy(
             dead_letter_topic=dead, max_delivery_attempts=MAX_DELIVERY_ATTEMPTS
         )
-        await self._subscription(wanted, spec.topic, f"group {spec.group!r}")
+        # a dead-letter group made by an earlier version has message ordering: reading
+        # it unordered is harmless, and its ordering is polybus's choice, not the user's
+        lenient = spec.dead_letter_topic is None and spec.group == DLQ_GROUP
+        await self._subscription(wanted, spec.topic, f"group {spec.group!r}", lenient=lenient)
 
     def _wanted(self, name: str, topic: str, *, ordered: bool) -> ps.Subscription:
         s = self.settings
@@ -108,22 +111,20 @@ class Topology:
 
     async def _create_topic(self, path: str, action: str) -> None:
         try:
-            await self.clients.publisher.create_topic(
-                name=path, timeout=ADMIN_TIMEOUT, retry=None
-            )
+            await self.clients.publisher.create_topic(name=path, timeout=ADMIN_TIMEOUT, retry=None)
             log.info("created topic %s", path)
         except gexc.AlreadyExists:
             pass
         except Exception as exc:
             raise _errors.admin_error(exc, action, "topic") from exc
 
-    async def _subscription(self, wanted: ps.Subscription, topic: str, what: str) -> None:
+    async def _subscription(
+        self, wanted: ps.Subscription, topic: str, what: str, *, lenient: bool = False
+    ) -> None:
         subscriber = self.clients.subscriber
         action = f"creating {what} on topic {topic!r}"
         try:
-            await subscriber.create_subscription(
-                request=wanted, timeout=ADMIN_TIMEOUT, retry=None
-            )
+            await subscriber.create_subscription(request=wanted, timeout=ADMIN_TIMEOUT, retry=None)
             log.info("created subscription %s", wanted.name)
             return
         except gexc.AlreadyExists:
@@ -136,20 +137,20 @@ class Topology:
             )
         except Exception as exc:
             raise _errors.admin_error(exc, action, "group") from exc
-        await self._reconcile(have, wanted, topic, what)
+        await self._reconcile(have, wanted, topic, what, lenient)
 
     async def _reconcile(
-        self, have: ps.Subscription, wanted: ps.Subscription, topic: str, what: str
+        self, have: ps.Subscription, wanted: ps.Subscription, topic: str, what: str, lenient: bool
     ) -> None:
         """Mutable differences are updated (the latest declaration wins); immutable ones
-        (the topic, message ordering) are a conflict the user resolves."""
+        (the topic, message ordering unless ``lenient``) are a conflict the user resolves."""
         if have.topic != wanted.topic:
             raise ConfigError(
                 "group",
                 f"pubsub: subscription {have.name} for {what} exists on another topic "
                 f"({have.topic}), not {wanted.topic}",
             )
-        if have.enable_message_ordering != wanted.enable_message_ordering:
+        if have.enable_message_ordering != wanted.enable_message_ordering and not lenient:
             raise ConfigError(
                 "ordering",
                 f"pubsub: {what} of topic {topic!r} exists with "

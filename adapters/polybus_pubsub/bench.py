@@ -1,9 +1,10 @@
 """The raw google-cloud-pubsub side of ``polybus bench pubsub``.
 
 Same work and guarantees as the SDK side: every publish confirmed (the high-level
-``PublisherClient`` with its batching, awaiting every future), the same ordered
-subscription with a dead-letter policy, unary pull of up to 256 messages and one ack
-id per message (acks of one pull response go in one ``acknowledge`` call).
+``PublisherClient`` with its batching, awaiting every future), a subscription like
+the SDK's default group (unordered, with a dead-letter policy of 100 attempts), unary
+pull of up to 256 messages and one ack id per message (acks of one pull response go in
+one ``acknowledge`` call).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ class RawPubSub:
         settings = _settings.parse(url, {})
         project = settings.project
         self._topic = f"projects/{project}/topics/{_names.topic_id(topic)}"
-        dlq = f"projects/{project}/topics/{_names.topic_id(topic + '.dlq')}"
+        dlq = f"projects/{project}/topics/{_names.topic_id(f'{topic}.{group}.dlq')}"
         self._subscription = (
             f"projects/{project}/subscriptions/{_names.subscription_id(topic, group)}"
         )
@@ -62,7 +63,6 @@ class RawPubSub:
                 name=self._subscription,
                 topic=self._topic,
                 ack_deadline_seconds=settings.ack_deadline,
-                enable_message_ordering=True,
                 dead_letter_policy=ps.DeadLetterPolicy(
                     dead_letter_topic=dlq, max_delivery_attempts=100
                 ),

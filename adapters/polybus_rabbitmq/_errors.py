@@ -1,7 +1,8 @@
 """Native pika exceptions and close reasons -> :mod:`polybus.errors`, in one place.
 
 Every translation keeps the native exception as ``__cause__``. Texts never contain a
-password: pika's reasons carry reply codes and server texts, not credentials.
+password: pika's reasons carry reply codes and server texts, not credentials, and
+``where`` names hosts and vhost only.
 """
 
 from __future__ import annotations
@@ -14,36 +15,55 @@ NOT_FOUND = 404
 PRECONDITION_FAILED = 406
 ACCESS_REFUSED = 403
 RESOURCE_LOCKED = 405
+REFUSED = (PRECONDITION_FAILED, RESOURCE_LOCKED, ACCESS_REFUSED)
+"""Reply codes that say a declaration can never succeed as asked (not transient)."""
 
 
 def describe(reason: BaseException | None) -> str:
     """A short text for a close reason: ``(406) PRECONDITION_FAILED - ...``."""
     if isinstance(reason, pe.ChannelClosed | pe.ConnectionClosed):
         return f"({reason.reply_code}) {reason.reply_text}"
+    if isinstance(reason, pe.ProbableAuthenticationError | pe.ProbableAccessDeniedError):
+        return f"{type(reason).__name__}: {reason.args[0] if reason.args else ''}"
     return repr(reason) if reason is not None else "unknown reason"
 
 
+def is_login_refused(reason: BaseException | None) -> bool:
+    return isinstance(
+        reason,
+        pe.ProbableAuthenticationError | pe.ProbableAccessDeniedError | pe.AuthenticationError,
+    )
+
+
+def login_refused(reason: BaseException, where: str) -> ConfigError:
+    """The broker refused the user name and password, or access to the vhost."""
+    err = ConfigError(
+        "credentials",
+        f"RabbitMQ at {where} refused the login or the vhost: {describe(reason)}",
+    )
+    err.__cause__ = reason
+    return err
+
+
 def connection_error(reason: BaseException | None, where: str) -> BrokerUnavailable:
-    """The broker could not be reached or the connection was lost."""
-    if isinstance(reason, pe.ProbableAuthenticationError | pe.ProbableAccessDeniedError):
-        err = BrokerUnavailable(f"RabbitMQ refused the login at {where}: {type(reason).__name__}")
-    else:
-        err = BrokerUnavailable(f"RabbitMQ at {where} unavailable: {describe(reason)}")
+    """The broker could not be reached or the connection was lost (retryable)."""
+    err = BrokerUnavailable(f"RabbitMQ at {where} unavailable: {describe(reason)}")
     err.__cause__ = reason
     return err
 
 
 def declare_error(reason: BaseException | None, field: str, what: str) -> PolybusError:
-    """A declaration the broker refused (conflicting arguments, access, locks)."""
+    """A declaration that failed: ConfigError when the broker refused it (conflicting
+    arguments, access, locks), BrokerUnavailable for anything else (a lost channel or
+    connection, a queue not started yet after a restart)."""
     code = getattr(reason, "reply_code", None)
-    if code in (PRECONDITION_FAILED, RESOURCE_LOCKED, ACCESS_REFUSED):
-        err: PolybusError = ConfigError(
+    err: PolybusError
+    if isinstance(reason, pe.ChannelClosedByBroker) and code in REFUSED:
+        err = ConfigError(
             field, f"{what} conflicts with its existing declaration: {describe(reason)}"
         )
-    elif isinstance(reason, pe.ConnectionClosed | pe.AMQPConnectionError):
-        err = BrokerUnavailable(f"connection lost while declaring {what}: {describe(reason)}")
     else:
-        err = ConfigError(field, f"cannot declare {what}: {describe(reason)}")
+        err = BrokerUnavailable(f"declaring {what} failed: {describe(reason)}")
     err.__cause__ = reason
     return err
 

@@ -4,6 +4,10 @@ pika's asyncio adapter runs every callback on the loop that owns the connection,
 nothing here blocks it and no lock is needed: all state is touched from that loop only.
 :class:`Chan` turns pika's callback style into awaitables; a channel the broker closes
 (a refused declaration, a missing exchange) fails every pending call with the reason.
+
+The connection is the only thing reconnected here (publisher and new consumers share
+it); a consumer whose channel dies with it is not resumed: it reports
+:class:`~polybus.errors.BrokerUnavailable` and the core opens a fresh one.
 """
 
 from __future__ import annotations
@@ -11,13 +15,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 from collections.abc import Callable
 from typing import Any
 
 from pika.adapters.asyncio_connection import AsyncioConnection
 from pika.channel import Channel
 
-from polybus.errors import BrokerUnavailable
+from polybus.errors import BrokerUnavailable, PolybusError
+from polybus.spi import Backoff
 
 from . import _errors
 
@@ -27,12 +33,11 @@ Closed = Callable[[BaseException], None]
 
 
 class Chan:
-    """A pika channel whose RPCs are awaitable. ``closed`` is set once it is gone."""
+    """A pika channel whose RPCs are awaitable. ``reason`` is set once it is gone."""
 
     def __init__(self, channel: Channel, link: Link) -> None:
         self.native = channel
         self.link = link
-        self.generation = link.generation
         self.reason: BaseException | None = None
         self._pending: set[asyncio.Future[Any]] = set()
         self._listeners: list[Closed] = []
@@ -80,7 +85,7 @@ class Chan:
         with contextlib.suppress(Exception):
             self.native.close()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(waiter, self.link.settings_timeout)
+            await asyncio.wait_for(waiter, self.link.connect_timeout)
 
     def _on_close(self, _channel: Channel, reason: BaseException) -> None:
         self.reason = reason
@@ -93,22 +98,17 @@ class Chan:
 
 
 class Link:
-    """The adapter's connection. ``generation`` grows by one with every reconnection,
-    so deliveries and channels of a lost connection are recognised as stale."""
+    """The adapter's connection, reconnected in the background with ``backoff``
+    (jittered) after it is lost, until :meth:`close`."""
 
     def __init__(
-        self,
-        params: list[Any],
-        *,
-        connect_timeout: float,
-        reconnect_max_delay: float,
-        where: str,
+        self, params: list[Any], *, connect_timeout: float, backoff: Backoff, where: str
     ) -> None:
         self.params = params
-        self.settings_timeout = connect_timeout
-        self.reconnect_max_delay = reconnect_max_delay
+        self.connect_timeout = connect_timeout
+        self.backoff = backoff
         self.where = where
-        self.generation = 0
+        self._rng = random.Random()
         self._conn: AsyncioConnection | None = None
         self._up = asyncio.Event()
         self._closing = False
@@ -117,40 +117,39 @@ class Link:
         self.last_error: BaseException | None = None
 
     @property
-    def is_up(self) -> bool:
-        """Whether a connection is open right now (False while reconnecting)."""
-        return self._up.is_set() and self._conn is not None and bool(self._conn.is_open)
-
-    @property
     def loop(self) -> asyncio.AbstractEventLoop:
         if self._loop is None:
             raise BrokerUnavailable(f"RabbitMQ at {self.where}: the adapter is not open")
         return self._loop
 
     async def open(self) -> None:
-        """Connect once; :class:`BrokerUnavailable` within ``connect_timeout`` if not."""
+        """Connect once: :class:`BrokerUnavailable` after ``connect_timeout`` per host,
+        :class:`~polybus.errors.ConfigError` (``credentials``) if the login is refused."""
         self._loop = asyncio.get_running_loop()
         self._up = asyncio.Event()
         self._closing = False
-        await self._connect()
+        await self._connect(refusal_is_final=True)
 
-    async def _connect(self) -> None:
+    async def _connect(self, *, refusal_is_final: bool) -> None:
         errors: list[BaseException] = []
         for params in self.params:
             try:
-                async with asyncio.timeout(self.settings_timeout):
+                async with asyncio.timeout(self.connect_timeout):
                     self._conn = await self._connect_one(params)
-            except (TimeoutError, OSError, Exception) as exc:  # every host failed is the error
+            except Exception as exc:  # every host failed is the error
                 errors.append(exc)
                 continue
-            self.generation += 1
             self._up.set()
             return
-        last = errors[-1] if errors else None
+        refused = next((e for e in errors if _errors.is_login_refused(e)), None)
+        if refused is not None and refusal_is_final:
+            raise _errors.login_refused(refused, self.where)
+        last = refused or (errors[-1] if errors else None)
+        self.last_error = last
         if isinstance(last, TimeoutError):
             err = BrokerUnavailable(
                 f"RabbitMQ at {self.where} unavailable: no connection within "
-                f"{self.settings_timeout:g}s"
+                f"{self.connect_timeout:g}s"
             )
             err.__cause__ = last
             raise err
@@ -196,24 +195,28 @@ class Link:
         self._reconnect = self.loop.create_task(self._reconnect_loop())
 
     async def _reconnect_loop(self) -> None:
-        delay = 0.1
+        attempt = 0
         while not self._closing:
             try:
-                await self._connect()
-            except BrokerUnavailable as exc:
-                log.warning("reconnect to %s failed (%s); retry in %.1fs", self.where, exc, delay)
+                # a refused login while reconnecting is ridden out like an outage
+                # (credentials being rotated); channel() reports it as BrokerUnavailable
+                await self._connect(refusal_is_final=False)
+            except PolybusError as exc:
+                attempt += 1
+                delay = self.backoff.delay(attempt, self._rng)
+                log.warning("reconnect to %s failed (%s); retry in %.2fs", self.where, exc, delay)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, self.reconnect_max_delay)
                 continue
             log.info("reconnected to %s", self.where)
             return
 
     async def channel(self) -> Chan:
-        """A new open channel, waiting up to ``connect_timeout`` for a reconnection."""
+        """A new open channel, waiting up to ``connect_timeout`` for a reconnection;
+        :class:`BrokerUnavailable` if none comes."""
         if self._closing:
             raise BrokerUnavailable(f"RabbitMQ at {self.where}: the adapter is closed")
         try:
-            async with asyncio.timeout(self.settings_timeout):
+            async with asyncio.timeout(self.connect_timeout):
                 await self._up.wait()
         except TimeoutError:
             raise _errors.connection_error(self.last_error, self.where) from None
@@ -227,7 +230,7 @@ class Link:
 
         try:
             conn.channel(on_open_callback=on_open)
-            async with asyncio.timeout(self.settings_timeout):
+            async with asyncio.timeout(self.connect_timeout):
                 channel = await opened
         except Exception as exc:
             raise _errors.connection_error(exc, self.where) from exc
@@ -254,4 +257,4 @@ class Link:
         with contextlib.suppress(Exception):
             conn.close()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(done, self.settings_timeout)
+            await asyncio.wait_for(done, self.connect_timeout)

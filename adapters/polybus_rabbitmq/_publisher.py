@@ -19,8 +19,8 @@ from typing import Any
 
 from pika import spec
 
-from polybus._message import Envelope
 from polybus.errors import PublishError
+from polybus.spi import Envelope
 
 from . import _errors, _wire
 from ._link import Chan, Link

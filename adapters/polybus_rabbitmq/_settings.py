@@ -12,15 +12,23 @@ import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
-from urllib.parse import unquote
 
 import pika
 
-from polybus import config
 from polybus.errors import ConfigError
+from polybus.spi import parse_settings, parse_url, redact_options
 
 DEFAULT_MAX_MESSAGE_SIZE = 16 * 1024 * 1024
 """polybus's limit; RabbitMQ 3.10 itself refuses messages above 128 MiB by default."""
+
+REMOVED = {
+    "single_active_consumer": "ordering is chosen per group now: subscribe or declare with "
+    "ordering='key' for a single active consumer, ordering='none' (the default) to share "
+    "the work",
+    "delivery_limit": "polybus dead-letters at the subscription's max_deliveries itself "
+    "on every backend; pass max_deliveries to subscribe (or use the poison guard)",
+}
+"""Settings of earlier versions, refused with what replaces them."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,26 +36,22 @@ class RabbitMQSettings:
     """What a :class:`~polybus_rabbitmq.RabbitMQAdapter` does, fixed at ``connect``."""
 
     connect_timeout: float = 10.0
-    """Seconds to wait for a connection (at open and while reconnecting)."""
+    """Seconds to wait for a connection to one host (at open and while reconnecting)."""
     publish_timeout: float = 30.0
     """Seconds to wait for the publisher confirms of one batch."""
     queue_type: Literal["quorum", "classic"] = "quorum"
     """Group queues are durable quorum queues; ``classic`` for classic durable queues
-    (no native delivery count or delivery limit: see the README)."""
-    single_active_consumer: bool = True
-    """Group queues let one consumer at a time receive (the others stand by), which
-    is what makes per-key order hold with several consumers."""
+    (no native delivery count: see the README)."""
     exchange_prefix: str = ""
     """Prepended to a topic's name to make its exchange's name."""
     queue_prefix: str = ""
     """Prepended to ``<topic>.<group>`` to make a group's queue name."""
-    delivery_limit: int | None = None
-    """Native delivery limit of groups declared without ``max_deliveries``."""
     on_unroutable: Literal["warn", "error"] = "warn"
     """A publish to a topic without any group reaches nobody (as on every backend):
     ``warn`` logs it once per topic, ``error`` raises a non-retryable PublishError."""
     reconnect_max_delay: float = 5.0
-    """Longest wait between reconnection attempts after a lost connection."""
+    """Longest wait between reconnection attempts after a lost connection (jittered
+    exponential backoff from 0.1 s)."""
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
     options: dict[str, Any] = field(default_factory=dict)
     """Native pika ConnectionParameters keywords, passed through untouched."""
@@ -57,29 +61,27 @@ class RabbitMQSettings:
             raise ConfigError("connect_timeout", "must be > 0")
         if self.publish_timeout <= 0:
             raise ConfigError("publish_timeout", "must be > 0")
-        if self.delivery_limit is not None and self.delivery_limit < 1:
-            raise ConfigError("delivery_limit", "must be >= 1")
-        if self.delivery_limit is not None and self.queue_type != "quorum":
-            raise ConfigError("delivery_limit", "needs queue_type=quorum")
+        if self.reconnect_max_delay <= 0:
+            raise ConfigError("reconnect_max_delay", "must be > 0")
 
     def __repr__(self) -> str:
-        shown = config.redact_options(self.options)
-        return (
-            f"RabbitMQSettings(queue_type={self.queue_type!r}, "
-            f"single_active_consumer={self.single_active_consumer}, options={shown!r})"
-        )
+        shown = redact_options(self.options)
+        return f"RabbitMQSettings(queue_type={self.queue_type!r}, options={shown!r})"
 
 
-def parse(url: str, options: Mapping[str, Any]) -> tuple[RabbitMQSettings, list[Any]]:
-    """The settings and one :class:`pika.ConnectionParameters` per host of ``url``."""
-    parsed = config.parse_url(url)
+def parse(url: str, options: Mapping[str, Any]) -> tuple[RabbitMQSettings, list[Any], str]:
+    """The settings, one :class:`pika.ConnectionParameters` per host of ``url``, and
+    the hosts and vhost as shown in errors (never the user name or the password)."""
+    parsed = parse_url(url)
     if parsed.scheme not in ("amqp", "amqps"):
         raise ConfigError("url", f"expected amqp:// or amqps://, got {parsed.scheme}://")
-    settings = config.parse_settings(
-        RabbitMQSettings, {**parsed.query, **options}, source=" for amqp://"
-    )
+    values = {**parsed.query, **options}
+    for name, why in REMOVED.items():
+        if name in values:
+            raise ConfigError(name, f"removed: {why}")
+    settings = parse_settings(RabbitMQSettings, values, source=" for amqp://")
     tls = parsed.scheme == "amqps"
-    vhost = unquote(parsed.path[1:]) if len(parsed.path) > 1 else "/"
+    vhost = parsed.path[1:] if len(parsed.path) > 1 else "/"
     credentials = pika.PlainCredentials(parsed.username or "guest", parsed.password or "guest")
     native = dict(settings.options)
     if tls and "ssl_options" not in native:
@@ -87,8 +89,9 @@ def parse(url: str, options: Mapping[str, Any]) -> tuple[RabbitMQSettings, list[
     native.setdefault("connection_attempts", 1)
     native.setdefault("socket_timeout", settings.connect_timeout)
     native.setdefault("stack_timeout", settings.connect_timeout)
+    hosts = parsed.host_port(5671 if tls else 5672) or [("127.0.0.1", 5672)]
     params = []
-    for host, port in parsed.host_port(5671 if tls else 5672) or [("127.0.0.1", 5672)]:
+    for host, port in hosts:
         try:
             params.append(
                 pika.ConnectionParameters(
@@ -106,4 +109,5 @@ def parse(url: str, options: Mapping[str, Any]) -> tuple[RabbitMQSettings, list[
                 f"pika ConnectionParameters refused one of {sorted(settings.options)} "
                 f"({type(exc).__name__})",
             ) from None
-    return settings, params
+    where = ",".join(f"{host}:{port}" for host, port in hosts) + f"/{parsed.path[1:]}"
+    return settings, params, where

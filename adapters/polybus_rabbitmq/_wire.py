@@ -5,6 +5,10 @@ Native fields carry what AMQP has: ``message_id`` (id), ``content_type``, ``time
 time travel as ``polybus-key`` / ``polybus-published-at`` headers (AMQP has no key
 field; a fanout exchange ignores routing keys). ``polybus-attempt`` carries attempts
 already made across a delayed-redelivery copy; it is removed on delivery.
+
+A foreign message (published by a plain AMQP client) without ``message_id`` gets
+``amqp-<random>``, fresh for every delivery: AMQP 0-9-1 gives a message no identity
+of its own (delivery tags restart at 1 on every channel).
 """
 
 from __future__ import annotations
@@ -15,8 +19,7 @@ from typing import Any
 
 import pika
 
-from polybus import headers as h
-from polybus._message import Envelope, Message, now
+from polybus.spi import Envelope, Message, headers, new_id, now
 
 BROKER_HEADERS = frozenset(
     {
@@ -32,21 +35,23 @@ BROKER_HEADERS = frozenset(
 )
 """Headers RabbitMQ adds; polybus reads them and keeps them out of ``Message.headers``."""
 
+FOREIGN_ID_PREFIX = "amqp-"
+
 
 def properties(env: Envelope, *, attempts_done: int = 0, expiration_ms: int | None = None) -> Any:
     """The ``BasicProperties`` of ``env`` (persistent)."""
-    headers: dict[str, Any] = dict(env.headers)
+    native: dict[str, Any] = dict(env.headers)
     if env.key is not None:
-        headers[h.KEY] = env.key
-    headers[h.PUBLISHED_AT] = str(int(env.published_at.timestamp() * 1000))
+        native[headers.KEY] = env.key
+    native[headers.PUBLISHED_AT] = str(int(env.published_at.timestamp() * 1000))
     if attempts_done:
-        headers[h.ATTEMPT] = str(attempts_done)
+        native[headers.ATTEMPT] = str(attempts_done)
     return pika.BasicProperties(
         message_id=env.id,
         content_type=env.content_type,
         timestamp=int(env.published_at.timestamp()),
         delivery_mode=2,
-        headers=headers,
+        headers=native,
         expiration=None if expiration_ms is None else str(expiration_ms),
     )
 
@@ -69,67 +74,44 @@ def _text(value: Any) -> str:
     return str(value)
 
 
-def message(
-    topic: str, group: str, method: Any, props: Any, body: bytes, names: Any = None
-) -> Message:
-    """A :class:`Message` for one delivery, ``delivery_attempt`` from the broker's
-    ``x-delivery-count`` (absent on the first delivery of a quorum queue) plus the
-    attempts a delayed copy already made. ``names`` (a :class:`_topology.Names`) lets
-    a native dead letter be described with polybus's ``polybus-dlq-*`` headers."""
+def _moment(seconds: float) -> datetime | None:
+    try:
+        return datetime.fromtimestamp(seconds, UTC)
+    except (OverflowError, OSError, ValueError):  # a foreign client's odd timestamp
+        return None
+
+
+def message(topic: str, group: str, method: Any, props: Any, body: bytes, receipt: Any) -> Message:
+    """A :class:`Message` for one delivery. ``delivery_attempt`` is the broker's
+    ``x-delivery-count`` (quorum queues; 0 or absent on the first delivery) plus one,
+    plus the attempts a delayed copy already made; a classic queue counts nothing, so
+    a redelivery there is only known to be at least the second attempt."""
     raw_headers: Mapping[str, Any] = props.headers or {}
-    headers = {k: _text(v) for k, v in raw_headers.items() if k not in BROKER_HEADERS}
-    done = headers.pop(h.ATTEMPT, "0")
+    fields = {k: _text(v) for k, v in raw_headers.items() if k not in BROKER_HEADERS}
+    done = fields.pop(headers.ATTEMPT, "0")
     count = raw_headers.get("x-delivery-count")
-    attempt = (int(done) if done.isdigit() else 0) + (int(count) if count else 0) + 1
-    if count is None and method.redelivered and not isinstance(count, int):
-        # classic queues count nothing: a redelivery is at least the second attempt
+    attempt = (int(done) if done.isdigit() else 0) + 1
+    if isinstance(count, int) and not isinstance(count, bool):
+        attempt += count
+    elif method.redelivered:
         attempt = max(attempt, 2)
-    key = headers.pop(h.KEY, None)
-    stamp = headers.pop(h.PUBLISHED_AT, None)
-    published: datetime | None = None
+    key = fields.pop(headers.KEY, None)
+    stamp = fields.pop(headers.PUBLISHED_AT, None)
+    published = None
     if stamp is not None and stamp.isdigit():
-        published = datetime.fromtimestamp(int(stamp) / 1000, UTC)
-    elif props.timestamp:
-        published = datetime.fromtimestamp(props.timestamp, UTC)
-    deaths = raw_headers.get("x-death")
-    if deaths and names is not None and h.DLQ_REASON not in headers:
-        _describe_native_dead_letter(headers, deaths, names)
+        published = _moment(int(stamp) / 1000)
+    if published is None and isinstance(props.timestamp, int) and props.timestamp:
+        published = _moment(props.timestamp)
     return Message(
-        id=props.message_id or f"amqp-{method.delivery_tag}",
+        id=props.message_id or f"{FOREIGN_ID_PREFIX}{new_id()}",
         topic=topic,
         body=body,
         group=group,
         key=key,
-        headers=headers,
+        headers=fields,
         content_type=props.content_type,
         published_at=published,
         delivery_attempt=attempt,
         raw=(method, props),
+        receipt=receipt,
     )
-
-
-def _describe_native_dead_letter(headers: dict[str, str], deaths: Any, names: Any) -> None:
-    """Fill the ``polybus-dlq-*`` headers of a message RabbitMQ dead-lettered itself."""
-    latest = deaths[0] if isinstance(deaths, list) and deaths else None
-    if not isinstance(latest, Mapping) or _text(latest.get("reason", "")) != "delivery_limit":
-        return
-    origin = names.origin_of(_text(latest.get("queue", "")))
-    if origin is None:
-        return
-    topic, group = origin
-    moment = latest.get("time")
-    stamp = (
-        moment.replace(tzinfo=UTC).isoformat(timespec="milliseconds")
-        if isinstance(moment, datetime)
-        else now().isoformat(timespec="milliseconds")
-    )
-    limit = names.limits.get((topic, group))
-    headers[h.DLQ_REASON] = (
-        f"delivery limit of {limit} reached" if limit else "delivery limit reached"
-    )
-    headers[h.DLQ_ORIGINAL_TOPIC] = topic
-    headers[h.DLQ_ORIGINAL_GROUP] = group
-    if limit:
-        headers[h.DLQ_ATTEMPTS] = str(limit)
-    headers.setdefault(h.DLQ_FIRST_FAILURE, stamp)
-    headers.setdefault(h.DLQ_LAST_FAILURE, stamp)

@@ -1,11 +1,11 @@
 """The raw-pika side of ``polybus bench rabbitmq``: the same guarantees as the SDK.
 
 Publisher confirms pipelined per call (every body written, then one wait for all the
-confirms), persistent messages into a durable quorum queue with a single active
-consumer bound to a durable fanout exchange, prefetch 64 and one ``basic.ack`` per
-message sent by ``consume`` (not by the delivery callback, which would let the raw side
-consume during its publish phase), on pika's asyncio connection adapter: the SDK's
-topology and I/O model.
+confirms), persistent messages into a durable quorum queue (a group of the default
+``ordering="none"``: no single active consumer) bound to a durable fanout exchange,
+prefetch 64 and one ``basic.ack`` per message sent by ``consume`` (not by the delivery
+callback, which would let the raw side consume during its publish phase), on pika's
+asyncio connection adapter: the SDK's topology and I/O model.
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ class RawPika:
                 self.exchange, exchange_type="fanout", durable=True, callback=cb
             )
         )
-        args = {"x-queue-type": "quorum", "x-single-active-consumer": True}
+        args = {"x-queue-type": "quorum"}
         await self._rpc(
             lambda cb: pub.queue_declare(self.queue, durable=True, arguments=args, callback=cb)
         )

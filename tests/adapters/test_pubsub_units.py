@@ -1,9 +1,10 @@
-"""Pub/Sub adapter logic that needs no broker: settings, names, the wire mapping,
-the dead-letter policy clamp and the RPC coalescer."""
+"""Pub/Sub adapter logic that needs no broker: settings, capabilities, names, the wire
+mapping and the RPC coalescer."""
 
 from __future__ import annotations
 
 import asyncio
+import re
 
 import pytest
 
@@ -11,20 +12,26 @@ from polybus import headers
 from polybus.errors import ConfigError, InvalidMessage
 from polybus.spi import Envelope
 from polybus_pubsub import PubSubAdapter
-from polybus_pubsub._adapter import native_attempts
 from polybus_pubsub._batch import Coalescer
-from polybus_pubsub._names import subscription_id, topic_id
+from polybus_pubsub._names import parked_id, subscription_id, topic_id
 from polybus_pubsub._settings import parse
 from polybus_pubsub._wire import MAX_ATTRIBUTE_VALUE, decode, encode
 
+PUBSUB_ID = re.compile(r"[A-Za-z][A-Za-z0-9._~+%-]{2,254}")
+"""Google's rule for topic and subscription ids (plus: not starting with "goog")."""
+
+
+def valid_id(resource: str) -> bool:
+    return bool(PUBSUB_ID.fullmatch(resource)) and not resource.lower().startswith("goog")
+
 
 def test_settings_from_url_and_options() -> None:
-    s = parse("pubsub://my-project?emulator=127.0.0.1:8085&ack_deadline=20", {"ordering": False})
-    assert (s.project, s.emulator, s.ack_deadline, s.ordering) == (
+    s = parse("pubsub://my-project?emulator=127.0.0.1:8085&ack_deadline=20", {"exactly_once": True})
+    assert (s.project, s.emulator, s.ack_deadline, s.exactly_once) == (
         "my-project",
         "127.0.0.1:8085",
         20,
-        False,
+        True,
     )
 
 
@@ -38,6 +45,7 @@ def test_settings_from_url_and_options() -> None:
         ("pubsub://p?emulator=nohostport", "emulator"),
         ("pubsub://p?colour=blue", "colour"),
         ("pubsub://user:hunter2@p", "url"),
+        ("pubsub://p?publish_timeout=0", "publish_timeout"),
     ],
 )
 def test_bad_settings_name_the_field(url: str, field: str) -> None:
@@ -47,12 +55,22 @@ def test_bad_settings_name_the_field(url: str, field: str) -> None:
     assert "hunter2" not in str(caught.value)
 
 
+@pytest.mark.parametrize(
+    ("name", "hint"), [("ordering", "ordering='key'"), ("max_lease", "renews")]
+)
+def test_removed_settings_say_what_replaces_them(name: str, hint: str) -> None:
+    for url, options in ((f"pubsub://p?{name}=true", {}), ("pubsub://p", {name: True})):
+        with pytest.raises(ConfigError) as caught:
+            PubSubAdapter.from_url(url, options)
+        assert caught.value.field == name
+        assert hint in caught.value.problem
+
+
 def test_native_options_never_shown() -> None:
     adapter = PubSubAdapter.from_url("pubsub://p", {"options": {"credentials": "s3cr3t"}})
     assert adapter.settings.options == {"credentials": "s3cr3t"}
     assert "s3cr3t" not in repr(adapter.settings)
     assert "s3cr3t" not in repr(adapter)
-    assert adapter.redacted_url() == "pubsub://p"
 
 
 def test_emulator_host_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -61,42 +79,98 @@ def test_emulator_host_from_environment(monkeypatch: pytest.MonkeyPatch) -> None
     assert parse("pubsub://p?emulator=127.0.0.1:1", {}).emulator_host == "127.0.0.1:1"
 
 
+def test_capabilities_and_publish_timeout() -> None:
+    adapter = PubSubAdapter.from_url("pubsub://p?publish_timeout=5", {})
+    caps = adapter.capabilities
+    assert (caps.competing_consumers, caps.key_order, caps.key_order_competing) == (
+        True,
+        True,
+        True,
+    )
+    assert (caps.native_delivery_count, caps.native_dead_letter, caps.delayed_redelivery) == (
+        True,
+        True,
+        True,
+    )
+    assert (caps.max_delay, caps.max_deliveries, caps.max_headers) == (600, 99, 80)
+    assert (caps.fan_out, caps.persistent, caps.replay, caps.broker_dedup) == (
+        True,
+        True,
+        False,
+        False,
+    )
+    assert caps.max_message_size == 9_990_000
+    assert caps.stable_foreign_ids
+    assert adapter.publish_timeout == 5
+    assert not hasattr(adapter, "key_order_refusal")
+
+
 def test_valid_names_are_kept() -> None:
-    assert topic_id("orders.v1-eu_2+x") == "orders.v1-eu_2+x"
+    assert topic_id("orders.v1-eu_2+x~y") == "orders.v1-eu_2+x~y"
     assert subscription_id("orders", "billing") == "orders~billing"
+    assert subscription_id("orders.v1", "polybus-dlq") == "orders.v1~polybus-dlq"
 
 
 @pytest.mark.parametrize(
-    ("name", "expected"),
+    ("name", "start"),
     [
-        ("a b/c", "a%20b%2Fc"),
-        ("7up", "x%_7up"),
-        ("google-x", "x%_google-x"),
-        ("ab", "ab%_"),
-        ("50%", "x%_50%25"),
-        ("é", "x%_%C3%A9"),
+        ("a b/c", "a_b_c-"),
+        ("7up", "x_7up-"),
+        ("google-x", "x_google-x-"),
+        ("50%", "x_50_-"),
+        ("é", "x__-"),
+        ("t" * 300, "t" * 200),
     ],
 )
-def test_names_are_sanitised(name: str, expected: str) -> None:
-    assert topic_id(name) == expected
+def test_other_names_are_fitted_with_a_hash(name: str, start: str) -> None:
+    fitted = topic_id(name)
+    assert fitted.startswith(start)
+    assert re.search(r"-[0-9a-f]{10}$", fitted)
+    assert valid_id(fitted)
 
 
-def test_long_names_are_hashed_and_distinct() -> None:
-    first, second = topic_id("t" * 300), topic_id("t" * 299 + "u")
-    assert len(first) == 255
-    assert first != second
+def test_short_names_are_padded() -> None:
+    assert (topic_id("ab"), topic_id("a")) == ("ab%", "a%%")
+
+
+TRICKY = [
+    "a",
+    "ab",
+    "a%",
+    "ab%",
+    "a~b",
+    "a~b~c",
+    "b~c",
+    "x_7up",
+    "7up",
+    "goog",
+    "GOOG1",
+    "a b",
+    "a_b",
+    "é",
+    "e",
+    "t" * 300,
+    "t" * 299 + "u",
+    "x%parked",
+    "orders",
+]
+
+
+def test_every_id_is_valid_and_names_never_share_one() -> None:
+    topics = {topic_id(n) for n in TRICKY}
+    parked = {parked_id(n) for n in TRICKY}
+    assert len(topics) == len(parked) == len(TRICKY)
+    assert not topics & parked, "an adapter resource shares an id with a user's topic"
+    pairs = [(t, g) for t in TRICKY for g in TRICKY]
+    subs = {subscription_id(t, g) for t, g in pairs}
+    assert len(subs) == len(pairs)
+    assert not subs & parked, "a parked subscription shares an id with a group's"
+    assert all(valid_id(i) for i in topics | parked | subs)
 
 
 def test_subscription_ids_are_unambiguous() -> None:
     assert subscription_id("a~b", "c") != subscription_id("a", "b~c")
-
-
-def test_policy_attempts_are_clamped_to_pubsub_range() -> None:
-    assert native_attempts(None) == 100
-    assert native_attempts(1) == 5
-    assert native_attempts(10) == 11
-    assert native_attempts(99) == 100
-    assert native_attempts(500) == 100
+    assert len(subscription_id("t" * 300, "g" * 300)) <= 255
 
 
 def test_wire_roundtrip_keeps_long_headers_exact() -> None:

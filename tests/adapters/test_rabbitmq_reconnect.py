@@ -8,7 +8,12 @@ SIGKILL and restarted on the same port and data directory. Each test proves that
 - a publish during the outage either raises (BrokerUnavailable, or a retryable
   PublishError) or returns and is then delivered: none silently vanishes;
 - a running subscription resumes by itself, and the message it held unsettled across
-  the outage is delivered again, with a higher ``delivery_attempt``.
+  the outage is delivered again, with a higher ``delivery_attempt``; in both orderings
+  (a shared queue, and a key-ordered group's single-active-consumer queue);
+- a Worker keeps running across a broker restart.
+
+The adapter's consumers are one-shot: the core retires the one that lost its channel
+and opens a fresh one; only the connection is reconnected by the adapter itself.
 """
 
 from __future__ import annotations
@@ -119,11 +124,14 @@ async def _outage(node: PrivateNode, kind: str) -> None:
         await asyncio.to_thread(node.kill_and_restart)
 
 
+@pytest.mark.parametrize("ordering", ["none", "key"])
 @pytest.mark.parametrize("kind", ["close-connections", "sigkill-restart"])
-async def test_outage_loses_no_confirmed_message(node: PrivateNode, kind: str) -> None:
+async def test_outage_loses_no_confirmed_message(
+    node: PrivateNode, kind: str, ordering: str
+) -> None:
     topic, group = _name("t"), _name("g")
     async with polybus.connect(node.url + OPTIONS) as bus:
-        await bus.declare(topic, group)
+        await bus.declare(topic, group, ordering=ordering)
         before = await bus.publish_many(
             topic, [polybus.Outgoing(f"b{i}".encode(), key=f"k{i % 4}") for i in range(200)]
         )
@@ -134,7 +142,7 @@ async def test_outage_loses_no_confirmed_message(node: PrivateNode, kind: str) -
             received[msg.id] += 1
             attempts.setdefault(msg.id, []).append(msg.delivery_attempt)
 
-        async with bus.subscribe(topic, group=group, max_in_flight=16) as sub:
+        async with bus.subscribe(topic, group=group, max_in_flight=16, ordering=ordering) as sub:
             for _ in range(50):  # part of the backlog is consumed before the outage
                 msg = await sub.get(timeout=20)
                 record(msg)
@@ -232,13 +240,16 @@ async def _publish_until_confirmed(bus: polybus.Bus, topic: str, body: bytes, id
             await asyncio.sleep(0.1)  # pacing between retries, not a readiness wait
 
 
-async def test_worker_keeps_running_across_a_broker_restart(node: PrivateNode) -> None:
+@pytest.mark.parametrize("ordering", ["none", "key"])
+async def test_worker_keeps_running_across_a_broker_restart(
+    node: PrivateNode, ordering: str
+) -> None:
     topic, group = _name("t"), _name("g")
     handled: Counter[str] = Counter()
     async with polybus.connect(node.url + OPTIONS) as bus:
         worker = polybus.Worker(bus, handle_signals=False)
 
-        @worker.handler(topic, group=group, max_in_flight=8)
+        @worker.handler(topic, group=group, max_in_flight=8, ordering=ordering)
         async def handle(msg: polybus.Message) -> None:
             handled[msg.id] += 1
             await asyncio.sleep(0)  # let other handlers run, like real I/O would
