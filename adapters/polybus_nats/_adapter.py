@@ -1,10 +1,11 @@
 """``nats://``: NATS JetStream through nats-py (asyncio native, no threads).
 
-Topics are limits-retention streams, groups are durable pull consumers with explicit
-acks (see ``_topology`` for the mapping and ``_naming`` for the names). Publishing is
-pipelined with gathered PubAcks and ``Nats-Msg-Id`` for broker dedup. The connection
-reconnects forever after a server restart; confirmed messages are in the stream, so a
-restart loses none of them.
+Topics are limits-retention streams, groups durable pull consumers with explicit acks
+(``_topology``). Publishing is pipelined with gathered PubAcks and ``Nats-Msg-Id`` for
+broker dedup (``_publisher``). One connection per bus; nats-py reconnects it after a
+server restart (forever by default) and buffers what is published meanwhile. While it
+is down, consumers raise BrokerUnavailable and the core opens fresh ones once it is
+back; confirmed messages are in the stream, so a restart loses none of them.
 """
 
 from __future__ import annotations
@@ -13,22 +14,21 @@ import asyncio
 import logging
 import weakref
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import nats
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
-from polybus.capabilities import Capabilities, Ordering
 from polybus.errors import BrokerUnavailable, ConfigError, MessageTooLarge
-from polybus.spi import Adapter, Consumer, Envelope, GroupSettings
+from polybus.spi import Adapter, Capabilities, Consumer, Envelope, GroupSpec
 
 from . import _errors, _headers, _settings, _topology
+from ._consumer import NatsConsumer
 from ._publisher import Publisher
 from ._settings import NatsSettings
 
-if TYPE_CHECKING:
-    from ._consumer import NatsConsumer
+__all__ = ["NatsAdapter", "capabilities"]
 
 log = logging.getLogger("polybus.nats")
 
@@ -43,16 +43,18 @@ always fits."""
 def capabilities(settings: NatsSettings, max_payload: int) -> Capabilities:
     """What this adapter guarantees with ``settings`` on a server with ``max_payload``."""
     return Capabilities(
-        ordering=Ordering.PER_QUEUE_SINGLE_CONSUMER,
-        fan_out=True,
         competing_consumers=True,
+        key_order=True,
+        key_order_competing=True,
+        fan_out=True,
         persistent=settings.storage == "file",
         replay=False,
         native_delivery_count=True,
-        native_dead_letter=True,
+        native_dead_letter=False,
         delayed_redelivery=True,
         broker_dedup=True,
         max_message_size=max_payload - HEADER_RESERVE,
+        stable_foreign_ids=True,  # "<stream>:<sequence>"
     )
 
 
@@ -65,38 +67,35 @@ class NatsAdapter(Adapter):
     def __init__(self, settings: NatsSettings) -> None:
         self.settings = settings
         self.capabilities = capabilities(settings, DEFAULT_MAX_PAYLOAD)
+        self.publish_timeout = settings.request_timeout
+        self._shown = _settings.shown_url(settings)
         self._nc: NATS | None = None
         self._js: JetStreamContext | None = None
         self._publisher: Publisher | None = None
         self._consumers: weakref.WeakSet[NatsConsumer] = weakref.WeakSet()
         self._last_error: Exception | None = None
+        self._refusal: Exception | None = None
+        """An authorization violation seen while connecting (open() then raises
+        ConfigError, not BrokerUnavailable)."""
 
     def __repr__(self) -> str:
-        return f"<NatsAdapter {self.redacted_url()}>"
+        return f"<NatsAdapter {self._shown}>"
 
     @classmethod
     def from_url(cls, url: str, options: Mapping[str, Any]) -> NatsAdapter:
         return cls(_settings.parse(url, options))
 
-    def redacted_url(self) -> str:
-        s = self.settings
-        hosts = ",".join(server.removeprefix("nats://") for server in s.servers)
-        auth = f"{s.user}:***@" if s.user else ("***@" if s.token else "")
-        return f"nats://{auth}{hosts}"
-
     # -- connection -----------------------------------------------------------------
 
-    @property
-    def nc(self) -> NATS:
-        if self._nc is None or self._nc.is_closed:
-            raise BrokerUnavailable(f"{self.redacted_url()} is not connected")
-        return self._nc
-
-    @property
-    def js(self) -> JetStreamContext:
-        if self._js is None:
-            raise BrokerUnavailable(f"{self.redacted_url()} is not connected")
-        return self._js
+    def _connection(self) -> tuple[NATS, JetStreamContext]:
+        """The open connection; BrokerUnavailable while it is closed or reconnecting
+        (a JetStream call would only wait for its timeout)."""
+        nc, js = self._nc, self._js
+        if nc is None or js is None or nc.is_closed:
+            raise BrokerUnavailable(f"{self._shown} is not connected")
+        if not nc.is_connected:
+            raise BrokerUnavailable(f"{self._shown}: the connection is lost, reconnecting")
+        return nc, js
 
     async def open(self) -> None:
         s = self.settings
@@ -120,6 +119,7 @@ class NatsAdapter(Adapter):
                     error_cb=self._on_error,
                     disconnected_cb=self._on_disconnected,
                     reconnected_cb=self._on_reconnected,
+                    closed_cb=self._on_disconnected,
                     **auth,
                     **native,
                 )
@@ -128,8 +128,14 @@ class NatsAdapter(Adapter):
         except (Exception, TimeoutError) as exc:
             # nats-py retries inside connect(); its last error says more than our timeout
             cause = self._last_error if isinstance(exc, TimeoutError) and self._last_error else exc
+            if self._refusal is not None or _errors.refused(exc):
+                raise ConfigError(
+                    "url",
+                    f"{self._shown} refused the credentials (authorization violation): "
+                    "check the URL's user:password@ or token@",
+                ) from exc
             raise BrokerUnavailable(
-                f"cannot connect to {self.redacted_url()} within {s.connect_timeout}s: "
+                f"cannot connect to {self._shown} within {s.connect_timeout}s: "
                 f"{_errors.describe(cause)}"
             ) from exc
         js = nc.jetstream(timeout=s.request_timeout)
@@ -139,7 +145,7 @@ class NatsAdapter(Adapter):
             await nc.close()
             raise ConfigError(
                 "url",
-                f"{self.redacted_url()} does not offer JetStream (start nats-server with -js): "
+                f"{self._shown} does not offer JetStream (start nats-server with -js): "
                 f"{_errors.describe(exc)}",
             ) from exc
         publisher = Publisher(nc, s.request_timeout)
@@ -151,7 +157,7 @@ class NatsAdapter(Adapter):
         nc = self._nc
         if nc is None:
             return
-        for consumer in list(self._consumers):
+        for consumer in list(self._consumers):  # the core closed them; idempotent
             await consumer.close()
         if self._publisher is not None:
             await self._publisher.stop()
@@ -165,38 +171,44 @@ class NatsAdapter(Adapter):
 
     async def _on_error(self, exc: Exception) -> None:
         self._last_error = exc
+        if self._nc is None and _errors.refused(exc):
+            self._refusal = exc
         # before the first connection the error is raised by open(); no need to log it
         level = logging.WARNING if self._nc is not None else logging.DEBUG
-        log.log(level, "nats %s: %s", self.redacted_url(), _errors.describe(exc))
+        log.log(level, "nats %s: %s", self._shown, _errors.describe(exc))
 
     async def _on_disconnected(self) -> None:
-        if self._nc is None or self._nc.is_closed:
-            return  # our own close
-        log.warning("nats %s: disconnected, reconnecting", self.redacted_url())
+        if self._nc is None:
+            return  # our own close, or before open() returned
+        if not self._nc.is_closed:
+            log.warning("nats %s: disconnected, reconnecting", self._shown)
+        for consumer in list(self._consumers):
+            consumer.connection_lost()  # its receive raises BrokerUnavailable
 
     async def _on_reconnected(self) -> None:
-        log.info("nats %s: reconnected", self.redacted_url())
-        for consumer in list(self._consumers):
-            consumer.reconnected()
+        log.info("nats %s: reconnected", self._shown)
 
     # -- topology -------------------------------------------------------------------
 
-    async def ensure_topic(self, topic: str) -> None:
-        ref = _topology.topic_ref(self.settings, topic)
-        await _topology.ensure_stream(self.js, self.settings, ref)
+    async def declare(self, topic: str, group: GroupSpec | None) -> None:
+        _, js = self._connection()
+        if group is None:
+            await _topology.ensure_stream(js, self.settings, self._topic(topic))
+        else:
+            ref = _topology.group_ref(self.settings, group.topic, group.group, group.ordering)
+            await _topology.ensure_consumer(js, self.settings, ref)
 
-    async def ensure_group(self, topic: str, group: str, settings: GroupSettings) -> None:
-        ref = _topology.group_ref(self.settings, topic, group)
-        await _topology.ensure_consumer(self.js, self.settings, ref, settings.max_deliveries)
+    def _topic(self, topic: str) -> _topology.TopicRef:
+        return _topology.topic_ref(self.settings, topic)
 
     # -- producing ------------------------------------------------------------------
 
     async def publish(self, topic: str, envelopes: Sequence[Envelope]) -> None:
-        publisher = self._publisher
-        if publisher is None:
-            raise BrokerUnavailable(f"{self.redacted_url()} is not connected")
-        ref = _topology.topic_ref(self.settings, topic)
-        limit = self.nc.max_payload
+        publisher, nc = self._publisher, self._nc
+        if publisher is None or nc is None or nc.is_closed:
+            raise BrokerUnavailable(f"{self._shown} is not connected")
+        ref = self._topic(topic)
+        limit = nc.max_payload
         batch = []
         for env in envelopes:
             headers = _headers.encode(env, ref.stream)
@@ -209,13 +221,16 @@ class NatsAdapter(Adapter):
                     limit=limit,
                 )
             batch.append((env.id, env.body, headers))
+        # while reconnecting nats-py buffers the messages: confirmed once it is back
         await publisher.publish(topic, ref.subject, batch)
 
     # -- consuming ------------------------------------------------------------------
 
-    def consumer(self, topic: str, group: str, *, max_in_flight: int) -> Consumer:
-        from ._consumer import NatsConsumer
-
-        consumer = NatsConsumer(self, _topology.group_ref(self.settings, topic, group))
+    def consumer(self, group: GroupSpec, *, max_in_flight: int) -> Consumer:
+        nc, js = self._nc, self._js
+        if nc is None or js is None:
+            raise BrokerUnavailable(f"{self._shown} is not connected")
+        ref = _topology.group_ref(self.settings, group.topic, group.group, group.ordering)
+        consumer = NatsConsumer(nc, js, ref, self.settings)
         self._consumers.add(consumer)
         return consumer

@@ -1,19 +1,17 @@
-"""One subscription's deliveries from a durable pull consumer.
+"""One consumer of a group: pull requests on a private inbox, settled by the native Msg.
 
-Pull requests go out on a private inbox; what arrives is buffered here and handed out
-by :meth:`NatsConsumer.fetch`, so a cancelled fetch loses nothing. At most one pull
-request is outstanding and it asks for no more than the free slots the core offers,
-so fetched-but-unsettled messages never exceed ``max_in_flight``.
+:meth:`NatsConsumer.receive` keeps at most one pull request outstanding, asking for no
+more than the free slots the core offers, so messages fetched and unsettled never
+exceed ``max_in_flight``. A request may still deliver after ``receive`` returned (the
+server fills it as messages arrive, until it expires); those wait in a small buffer
+for the next ``receive``, their leases renewed with the handed-out ones.
 
-While a message is unsettled the consumer sends in-progress acks every third of
-``ack_wait``: a long handler is never redelivered behind its back, while a dead
-process's messages come back after ``ack_wait``.
-
-Delivery limit: a message delivered more often than the group's ``max_deliveries``
-(JetStream's ``max_deliver`` is that plus one) is copied to the dead-letter topic and
-terminated here, without reaching the application. If JetStream gives up on a message
-because that last delivery was never settled, its MAX_DELIVERIES advisory makes a live
-consumer of the group publish the copy (see ``_advisory``).
+A message is settled by its receipt, the native :class:`nats.aio.msg.Msg`: ack ``+ACK``,
+nack ``-NAK`` (with a delay), extend ``+WPI``. :meth:`NatsConsumer.close` NAKs every
+message received and not settled, in stream order, once it has drained the inbox (what
+the server delivered meanwhile is NAKed too): nothing waits out ``ack_wait`` because a
+consumer closed. The consumer never imports the adapter: it gets the connection, the group's
+names and the settings.
 """
 
 from __future__ import annotations
@@ -24,141 +22,185 @@ import json
 import logging
 import time
 from collections import deque
-from collections.abc import Coroutine, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable, Sequence
 
+from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
+from nats.js import JetStreamContext
 
-from polybus._deadletter import dead_letter_envelope
-from polybus._message import Message
-from polybus.errors import BrokerUnavailable, SettlementError
-from polybus.spi import Consumer
+from polybus.errors import BrokerUnavailable, PolybusError, SettlementError
+from polybus.spi import Consumer, Message
 
-from . import _errors, _headers
-from ._advisory import AdvisoryHandler
+from . import _errors, _headers, _topology
+from ._settings import NatsSettings
+from ._topology import GroupRef
 
-if TYPE_CHECKING:
-    from ._adapter import NatsAdapter
-    from ._topology import GroupRef
+__all__ = ["NatsConsumer"]
 
 log = logging.getLogger("polybus.nats")
 
 GRACE = 2.0
-"""Seconds past a pull request's expiry after which it counts as lost (no status came,
-for example across a reconnect) and a new one may be sent."""
-END_STATUSES = frozenset({"404", "408", "409"})
+"""Seconds past a pull request's expiry after which it counts as lost (no status came:
+the request or its answer was lost, or the consumer was deleted meanwhile)."""
+LAPSE_MARGIN = 0.9
+"""A buffered message not renewed for this share of the lease counts as lapsed."""
+ENDED = frozenset({"404", "408", "409", "503"})
+"""Statuses that end a pull request."""
 
 
 class NatsConsumer(Consumer):
-    """Not thread-safe: used from the event loop of its adapter."""
+    """Not thread-safe: used from the event loop of its adapter's connection."""
 
-    def __init__(self, adapter: NatsAdapter, ref: GroupRef) -> None:
-        self.adapter = adapter
+    exclusive_keys = False
+    """JetStream has no key affinity: the core gates keys (key-ordered groups also have
+    ``max_ack_pending = 1``, see the README)."""
+
+    def __init__(
+        self, nc: NATS, js: JetStreamContext, ref: GroupRef, settings: NatsSettings
+    ) -> None:
+        self.nc = nc
+        self.js = js
         self.ref = ref
-        self.limit: int | None = None
-        self._buffer: deque[Msg] = deque()
-        self._unsettled: dict[int, Msg] = {}
+        self.settings = settings
+        self.lease: float = settings.ack_wait
+        self._held: dict[int, Msg] = {}
+        """Received and not settled (buffered or handed out), by ``id`` of the Msg."""
+        self._buffer: deque[tuple[Msg, float]] = deque()
+        """Received, not handed out yet, with the time its lease was last renewed."""
         self._outstanding = 0
-        self._request_deadline = 0.0
+        self._deadline = 0.0
         self._wake = asyncio.Event()
         self._sub: Subscription | None = None
-        self._advisory: AdvisoryHandler | None = None
-        self._ticker: asyncio.Task[None] | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._error: Exception | None = None
+        self._error: PolybusError | None = None
         self._closed = False
-        stream, consumer = ref.topic.stream, ref.consumer
-        self._next_subject = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"
+        self._given_back = False
 
     def __repr__(self) -> str:
         return f"<NatsConsumer topic={self.ref.topic.topic!r} group={self.ref.group!r}>"
 
+    def connection_lost(self) -> None:
+        """The adapter's connection dropped (nats-py reconnects it): from now on
+        :meth:`receive` raises BrokerUnavailable, so the core retires this consumer
+        (its pull request may be gone with the old connection) and opens a fresh one
+        once the connection is back. Settling what it handed out still works."""
+        if self._error is None:
+            self._error = BrokerUnavailable(f"the NATS connection of {self!r} was lost")
+        self._wake.set()
+
+    def _check_connection(self) -> None:
+        if not self.nc.is_connected:
+            state = "closed" if self.nc.is_closed else "disconnected (reconnecting)"
+            raise BrokerUnavailable(f"NATS connection {state}: {self!r} cannot receive")
+
+    # -- opening and receiving -------------------------------------------------------
+
     async def open(self) -> None:
-        nc, js = self.adapter.nc, self.adapter.js
-        stream, consumer = self.ref.topic.stream, self.ref.consumer
+        """Check that the group exists and subscribe the private inbox."""
+        self._check_connection()
+        if await _topology.consumer_info(self.js, self.ref) is None:
+            raise self._gone()
         try:
-            info = await js.consumer_info(stream, consumer)
+            self._sub = await self.nc.subscribe(self.nc.new_inbox(), cb=self._on_message)
         except _errors.NATIVE as exc:
-            raise _errors.unavailable(exc, "group") from exc
-        max_deliver = info.config.max_deliver or -1
-        self.limit = max_deliver - 1 if max_deliver > 1 else None
-        self._sub = await nc.subscribe(nc.new_inbox(), cb=self._on_message)
-        self._advisory = AdvisoryHandler(self.adapter, self.ref)
-        await self._advisory.start()
-        self._ticker = asyncio.create_task(self._keep_alive())
+            raise _errors.unavailable(exc, "subscribe") from exc
 
-    # -- receiving ------------------------------------------------------------------
+    def _gone(self) -> PolybusError:
+        return PolybusError(
+            f"nats: group {self.ref.group!r} of topic {self.ref.topic.topic!r} was deleted "
+            f"({_topology.consumer_label(self.ref)} no longer exists); subscribe again to "
+            "create it (it then starts with the messages published after that)"
+        )
 
-    async def _on_message(self, msg: Msg) -> None:
-        status = (msg.headers or {}).get("Status")
-        if status is not None:
-            self._on_status(status, msg)
-            return
-        if self._closed:
-            await msg.nak()  # a late answer to our last pull request
-            return
-        self._outstanding = max(0, self._outstanding - 1)
-        if self.limit is not None and msg.metadata.num_delivered > self.limit:
-            self._spawn(self._dead_letter(msg))
-        else:
-            self._buffer.append(msg)
-            self._unsettled[id(msg)] = msg
-        self._wake.set()
-
-    def _on_status(self, status: str, msg: Msg) -> None:
-        if status in END_STATUSES:
-            self._outstanding = 0
-            self._wake.set()
-        if status == "409":
-            text = (msg.headers or {}).get("Description", "")
-            log.warning("pull request refused for %r: %s", self, text)
-            if "Deleted" in text:
-                self._error = BrokerUnavailable(
-                    f"group {self.ref.group!r} of topic {self.ref.topic.topic!r} was deleted"
-                )
-
-    def reconnected(self) -> None:
-        """The connection came back: a pull request pending before is gone."""
-        self._outstanding = 0
-        self._wake.set()
-
-    async def fetch(self, max_messages: int) -> Sequence[Message]:
+    async def receive(self, max_messages: int) -> Sequence[Message]:
         while True:
+            self._wake.clear()  # before looking: a delivery from here on wakes the wait
             if self._error is not None:
                 raise self._error
             if self._closed or self._sub is None:
                 raise SettlementError(f"{self!r} is not open")
-            if self._buffer:
-                count = min(max_messages, len(self._buffer))
-                return [self._to_message(self._buffer.popleft()) for _ in range(count)]
-            now = time.monotonic()
-            if self._outstanding == 0 or now > self._request_deadline:
+            self._check_connection()
+            batch = self._hand_out(max_messages)
+            if batch:
+                return batch
+            if self._outstanding == 0:
                 await self._pull(max_messages)
-            self._wake.clear()
-            timeout = max(0.0, self._request_deadline - time.monotonic())
+            elif time.monotonic() > self._deadline:
+                # no status ended the last request: it was lost, or the group is gone
+                if await _topology.consumer_info(self.js, self.ref) is None:
+                    raise self._gone()
+                await self._pull(max_messages)
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(timeout):
+                async with asyncio.timeout(max(0.0, self._deadline - time.monotonic())):
                     await self._wake.wait()
+
+    def _hand_out(self, max_messages: int) -> list[Message]:
+        out: list[Message] = []
+        # a margin: the server started the lease when it sent the message
+        lapsed = time.monotonic() - self.lease * LAPSE_MARGIN
+        buffer = self._buffer
+        while buffer and len(out) < max_messages:
+            msg, renewed = buffer.popleft()
+            if renewed <= lapsed:
+                # its lease ran out while it waited here: JetStream redelivers it, so
+                # this copy is stale (handing it out could break a key's order)
+                self._held.pop(id(msg), None)
+                continue
+            out.append(self._message(msg))
+        return out
 
     async def _pull(self, batch: int) -> None:
         assert self._sub is not None
-        expires = self.adapter.settings.fetch_expires
-        request = {"batch": batch, "expires": int(expires * 1e9)}
+        expires = self.settings.fetch_expires
+        request = json.dumps({"batch": batch, "expires": int(expires * 1e9)}).encode()
         self._outstanding = batch
-        self._request_deadline = time.monotonic() + expires + GRACE
+        self._deadline = time.monotonic() + expires + GRACE
         try:
-            await self.adapter.nc.publish(
-                self._next_subject, json.dumps(request).encode(), reply=self._sub.subject
-            )
+            await self.nc.publish(self.ref.next_subject, request, reply=self._sub.subject)
         except _errors.NATIVE as exc:
             self._outstanding = 0
-            raise _errors.unavailable(exc, "fetch") from exc
+            raise _errors.unavailable(exc, "pull request") from exc
 
-    def _to_message(self, msg: Msg) -> Message:
+    async def _on_message(self, msg: Msg) -> None:
+        status = (msg.headers or {}).get("Status")
+        if status is not None:
+            self._on_status(status, str((msg.headers or {}).get("Description", "")))
+            return
+        if not msg.reply:
+            return  # not a JetStream delivery (nothing else publishes to this inbox)
+        if self._given_back:
+            with contextlib.suppress(*_errors.NATIVE):
+                await msg.nak()  # a late answer to a pull request of this consumer
+            return
+        self._held[id(msg)] = msg
+        if self._closed:
+            return  # closing: given back with the others
+        self._outstanding = max(0, self._outstanding - 1)
+        self._buffer.append((msg, time.monotonic()))
+        self._wake.set()
+
+    def _on_status(self, status: str, description: str) -> None:
+        if status not in ENDED:
+            return  # 100: heartbeat / flow control
+        self._outstanding = 0
+        self._wake.set()
+        if status == "503":  # no responders: JetStream is not there (yet)
+            self._error = BrokerUnavailable(f"JetStream unavailable for {self!r}")
+        elif status == "409":
+            log.warning("pull request refused for %r: %s", self, description)
+            # deleted: permanent; anything else (too many waiting requests...) passes:
+            # the core retires this consumer and opens another after a backoff
+            self._error = (
+                self._gone()
+                if "deleted" in description.lower()
+                else BrokerUnavailable(f"pull request refused for {self!r}: {description}")
+            )
+
+    def _message(self, msg: Msg) -> Message:
         meta = msg.metadata
         fields = _headers.decode(msg.headers)
         return Message(
+            # a foreign message: its stream sequence is its identity (stable, unique)
             id=fields.id or f"{meta.stream}:{meta.sequence.stream}",
             topic=self.ref.topic.topic,
             body=msg.data,
@@ -172,103 +214,99 @@ class NatsConsumer(Consumer):
             receipt=msg,
         )
 
-    # -- settling -------------------------------------------------------------------
+    # -- settling --------------------------------------------------------------------
 
-    def _take(self, message: Message) -> Msg:
-        msg = self._unsettled.pop(id(message.receipt), None)
-        if msg is None:
-            raise SettlementError(f"message {message.id} is not in flight on {self!r}")
-        return msg
+    def _take(self, messages: Sequence[Message]) -> list[Msg]:
+        """The native messages of ``messages``, no longer held; SettlementError (and
+        nothing taken) if one is not unsettled on this consumer."""
+        natives: list[Msg] = [m.receipt for m in messages]
+        for message, native in zip(messages, natives, strict=True):
+            if id(native) not in self._held:
+                raise SettlementError(f"message {message.id} is not unsettled on {self!r}")
+        for native in natives:
+            del self._held[id(native)]
+        return natives
 
-    async def ack(self, message: Message) -> None:
-        await self._settle(self._take(message), "ack")
+    async def ack(self, messages: Sequence[Message]) -> None:
+        """``+ACK`` each (JetStream has no batch ack for explicit-ack consumers; the
+        acks go out in one write). An ack is not confirmed by the server."""
+        natives = self._take(messages)
+        for index, native in enumerate(natives):
+            try:
+                await native.ack()
+            except _errors.NATIVE as exc:
+                self._hold(natives[index:])  # not acked: close gives them back
+                raise _errors.unavailable(exc, "ack") from exc
 
     async def nack(self, message: Message, delay: float | None) -> None:
-        msg = self._take(message)
+        (native,) = self._take([message])
         try:
-            await msg.nak(delay=delay)
+            await native.nak(delay=delay or None)
         except _errors.NATIVE as exc:
+            self._hold([native])
             raise _errors.unavailable(exc, "nack") from exc
 
-    async def dead_lettered(self, message: Message) -> None:
-        # the copy is confirmed: TERM tells JetStream never to deliver it again
-        await self._settle(self._take(message), "term")
+    def _hold(self, natives: Iterable[Msg]) -> None:
+        for native in natives:
+            self._held[id(native)] = native
 
-    async def _settle(self, msg: Msg, verb: str) -> None:
-        try:
-            await (msg.ack() if verb == "ack" else msg.term())
-        except _errors.NATIVE as exc:
-            raise _errors.unavailable(exc, verb) from exc
-
-    async def _keep_alive(self) -> None:
-        period = max(0.2, self.adapter.settings.ack_wait / 3)
-        while True:
-            await asyncio.sleep(period)
-            for msg in list(self._unsettled.values()):
-                try:
-                    await msg.in_progress()
-                except Exception as exc:  # next tick retries; ack_wait is the backstop
-                    log.debug("in-progress ack failed for %r: %s", self, _errors.describe(exc))
-                    break
-
-    # -- delivery limit -------------------------------------------------------------
-
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _dead_letter(self, msg: Msg) -> None:
-        message = self._to_message(msg)
-        message.delivery_attempt -= 1  # the attempts the application saw
-        copy = dead_letter_envelope(message, f"delivery limit of {self.limit} reached")
-        dlq = self.adapter.dead_letter_topic(self.ref.topic.topic, self.ref.group)
-        try:
-            await self.adapter.ensure_topic(dlq)
-            await self.adapter.publish(dlq, [copy])
-        except Exception as exc:  # logged; the advisory or a redelivery retries
-            log.error(
-                "dead-letter copy failed topic=%s group=%s id=%s: %s",
-                self.ref.topic.topic,
-                self.ref.group,
-                message.id,
-                exc,
-            )
-            with contextlib.suppress(Exception):
-                await msg.nak()
-            return
-        log.warning(
-            "dead-lettered topic=%s group=%s id=%s reason=delivery limit",
-            self.ref.topic.topic,
-            self.ref.group,
-            message.id,
+    async def extend(self, messages: Sequence[Message]) -> None:
+        """``+WPI`` for each unsettled message, and for the buffered ones."""
+        natives = [m.receipt for m in messages if id(m.receipt) in self._held]
+        now = time.monotonic()
+        natives += [msg for msg, _ in self._buffer]
+        self._buffer = deque((msg, now) for msg, _ in self._buffer)
+        results = await asyncio.gather(
+            *(native.in_progress() for native in natives), return_exceptions=True
         )
-        with contextlib.suppress(Exception):
-            await msg.term()
+        for result in results:
+            if isinstance(result, BaseException):
+                raise _errors.unavailable(result, "in-progress ack") from result
 
-    # -- closing --------------------------------------------------------------------
+    # -- closing ---------------------------------------------------------------------
 
     async def close(self) -> None:
+        """Drop interest in the inbox, make the server forget our pull request, then
+        NAK what is held. (A NAK while our request is pending would hand the message
+        straight back to it; nats-server 2.9 also loses track of a NAKed message whose
+        only waiting request lost interest, until ``ack_wait``: README, "Known
+        behaviours".)"""
         if self._closed:
             return
         self._closed = True
         self._wake.set()
-        if self._ticker is not None:
-            self._ticker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._ticker
+        sub, self._sub = self._sub, None
+        if sub is not None:
+            await self._drop_interest(sub)  # late deliveries join the held ones
+        if self.nc.is_connected:
+            # consumer info prunes waiting requests without interest (ours), so no NAK
+            # of this group, ours or another consumer's, meets it later
+            with contextlib.suppress(PolybusError):
+                await _topology.consumer_info(self.js, self.ref)
+        held = sorted(self._held.values(), key=_stream_sequence)
+        self._held.clear()
         self._buffer.clear()
-        unsettled, self._unsettled = list(self._unsettled.values()), {}
-        for msg in unsettled:
-            with contextlib.suppress(Exception):
-                await msg.nak()
-        if self._sub is not None:
-            # without interest the server drops our pending pull request
-            with contextlib.suppress(Exception):
-                await self._sub.unsubscribe()
-        if self._advisory is not None:
-            await self._advisory.stop()
-        if self._tasks:
-            await asyncio.wait(set(self._tasks), timeout=self.adapter.settings.request_timeout)
-        with contextlib.suppress(Exception):
-            await self.adapter.nc.flush(timeout=int(self.adapter.settings.request_timeout) or 1)
+        self._given_back = True
+        for native in held:  # in stream order: a key's earliest goes back first
+            with contextlib.suppress(*_errors.NATIVE):
+                await native.nak()
+
+    async def _drop_interest(self, sub: Subscription) -> None:
+        if self.nc.is_connected:
+            # UNSUB, then a round trip: what the server sent before it saw the UNSUB
+            # still reaches _on_message; after it, the server has no interest left
+            try:
+                async with asyncio.timeout(self.settings.request_timeout):
+                    await sub.drain()  # type: ignore[no-untyped-call]
+                return
+            except _errors.NATIVE as exc:
+                log.debug("draining %r failed: %s", self, _errors.describe(exc))
+        with contextlib.suppress(*_errors.NATIVE):
+            await sub.unsubscribe()
+
+
+def _stream_sequence(msg: Msg) -> int:
+    try:
+        return msg.metadata.sequence.stream
+    except Exception:  # not a JetStream message: order does not matter
+        return 0

@@ -16,7 +16,7 @@ import nats.js.errors
 
 from polybus.errors import BrokerUnavailable, ConfigError, PolybusError, PublishError
 
-__all__ = ["NATIVE", "describe", "publish_error", "topology_error", "unavailable"]
+__all__ = ["NATIVE", "describe", "refused", "publish_error", "topology_error", "unavailable"]
 
 _CONNECTION = (
     nats.errors.NoServersError,
@@ -37,6 +37,14 @@ _CONNECTION = (
 
 NATIVE = (nats.errors.Error, OSError, asyncio.TimeoutError)
 """Everything nats-py raises for broker trouble (programming errors are not caught)."""
+
+
+def refused(exc: BaseException) -> bool:
+    """True when the server refused the credentials (a configuration error, not an
+    outage). nats-py raises a plain Error quoting the server while connecting."""
+    return isinstance(exc, nats.errors.AuthorizationError) or (
+        isinstance(exc, nats.errors.Error) and "authorization violation" in str(exc).lower()
+    )
 
 
 def describe(exc: BaseException) -> str:

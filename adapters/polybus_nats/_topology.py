@@ -38,6 +38,8 @@ from ._settings import NatsSettings
 __all__ = [
     "GroupRef",
     "TopicRef",
+    "consumer_info",
+    "consumer_label",
     "consumer_name",
     "ensure_consumer",
     "ensure_stream",
@@ -193,7 +195,6 @@ def _stream_conflicts(info: StreamInfo, wanted: StreamConfig) -> list[str]:
 
 
 def _consumer_config(settings: NatsSettings, ref: GroupRef) -> ConsumerConfig:
-    keyed = ref.ordering is Ordering.KEY
     return ConsumerConfig(
         durable_name=ref.consumer,
         description=group_description(ref.group, ref.ordering),
@@ -201,54 +202,49 @@ def _consumer_config(settings: NatsSettings, ref: GroupRef) -> ConsumerConfig:
         ack_policy=AckPolicy.EXPLICIT,
         ack_wait=settings.ack_wait,
         max_deliver=-1,
-        max_ack_pending=1 if keyed else settings.max_ack_pending,
+        max_ack_pending=1 if ref.ordering is Ordering.KEY else settings.max_ack_pending,
     )
 
 
 async def consumer_info(js: JetStreamContext, ref: GroupRef) -> ConsumerInfo | None:
     """The group's consumer, None if it does not exist."""
     try:
-        return await js.consumer_info(ref.topic.stream, ref.consumer)
+        info: ConsumerInfo = await js.consumer_info(ref.topic.stream, ref.consumer)
     except nats.js.errors.NotFoundError:
         return None
     except _errors.NATIVE as exc:
-        raise _errors.topology_error(exc, "group", _what(ref)) from exc
+        raise _errors.topology_error(exc, "group", consumer_label(ref)) from exc
+    return info
 
 
-async def ensure_consumer(
-    js: JetStreamContext, settings: NatsSettings, ref: GroupRef
-) -> ConsumerInfo:
+async def ensure_consumer(js: JetStreamContext, settings: NatsSettings, ref: GroupRef) -> None:
     """Create the group's durable pull consumer or check the existing one.
 
     An existing consumer of the same group with the other ordering raises
     ``ConfigError("ordering")``; one that is not this group's (another name fitted
     alike, a push consumer...) raises ``ConfigError("group")``. An existing group's
     ``max_deliver`` (earlier versions stored a limit) becomes -1, and a key-ordered
-    group's ``max_ack_pending`` 1. Returns the live info.
+    group's ``max_ack_pending`` 1 again.
     """
     info = await consumer_info(js, ref)
+    keyed = ref.ordering is Ordering.KEY
     if info is None:
-        try:
-            return await js.add_consumer(ref.topic.stream, _consumer_config(settings, ref))
-        except _errors.NATIVE as exc:
-            raise _errors.topology_error(exc, "group", _what(ref)) from exc
-    _check_consumer(info, ref)
-    config = info.config
-    stale = config.max_deliver not in (None, -1, 0) or (
-        ref.ordering is Ordering.KEY and config.max_ack_pending != 1
-    )
-    if not stale:
-        return info
-    config.max_deliver = -1
-    if ref.ordering is Ordering.KEY:
-        config.max_ack_pending = 1
+        config = _consumer_config(settings, ref)
+    else:
+        _check_consumer(info, ref)
+        config = info.config
+        if config.max_deliver in (None, 0, -1) and (not keyed or config.max_ack_pending == 1):
+            return
+        config.max_deliver = -1
+        if keyed:
+            config.max_ack_pending = 1
     try:
-        return await js.add_consumer(ref.topic.stream, config)
+        await js.add_consumer(ref.topic.stream, config)  # creates, or updates those two
     except _errors.NATIVE as exc:
-        raise _errors.topology_error(exc, "group", _what(ref)) from exc
+        raise _errors.topology_error(exc, "group", consumer_label(ref)) from exc
 
 
-def _what(ref: GroupRef) -> str:
+def consumer_label(ref: GroupRef) -> str:
     return f"consumer {ref.consumer!r} on stream {ref.topic.stream!r}"
 
 
@@ -259,8 +255,9 @@ def _check_consumer(info: ConsumerInfo, ref: GroupRef) -> None:
         raise ConfigError(
             "ordering",
             f"nats: group {ref.group!r} of topic {ref.topic.topic!r} exists with "
-            f"ordering={other.value!r} ({_what(ref)}), not {ref.ordering.value!r}; a group "
-            f"keeps the ordering it was created with. Subscribe with "
+            f"ordering={other.value!r} ({consumer_label(ref)}), not "
+            f"{ref.ordering.value!r}; a group keeps the ordering it was created with. "
+            "Subscribe with "
             f"ordering={other.value!r}, or migrate to a new group name with "
             f"ordering={ref.ordering.value!r} (delete the old consumer once it is drained)",
         )
@@ -276,6 +273,6 @@ def _check_consumer(info: ConsumerInfo, ref: GroupRef) -> None:
     if problems:
         raise ConfigError(
             "group",
-            f"group {ref.group!r} maps to existing {_what(ref)}, which conflicts: "
+            f"group {ref.group!r} maps to existing {consumer_label(ref)}, which conflicts: "
             + "; ".join(problems),
         )

@@ -111,8 +111,10 @@ def redact(url: str) -> str:
     if "@" in head:
         userinfo, hostpart = head.rsplit("@", 1)
         user, colon, password = userinfo.partition(":")
-        if colon and unquote(user) == unquote(password):
-            user = "***"  # guest:guest: the user name is the secret too
+        if not colon or unquote(user) == unquote(password):
+            # a lone user part is often a token (nats://TOKEN@host), and in guest:guest
+            # the user name is the secret too
+            user = "***"
         head = f"{user}:***@{hostpart}" if colon else f"{user}@{hostpart}"
     if sep:
         pairs = []

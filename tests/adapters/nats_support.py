@@ -1,6 +1,7 @@
 """Shared helpers of the NATS adapter tests: unique names, and private nats-server
 processes for what the shared broker (the ``nats_url`` fixture in ``conftest.py``)
-cannot serve: a server without JetStream, and one a test stops and starts again.
+cannot serve: a server without JetStream, one that requires a password, and one a test
+stops and starts again.
 
 A private server runs through the suite's provisioning process handling (own process
 group, log file, readiness check against a deadline, killed if the run is SIGTERMed).
@@ -8,9 +9,11 @@ group, log file, readiness check against a deadline, killed if the run is SIGTER
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -24,7 +27,7 @@ from polybus_conformance.provisioning.base import (
 )
 from polybus_conformance.provisioning.nats import NatsLauncher
 
-__all__ = ["PrivateServer", "free_port", "name", "private_server"]
+__all__ = ["PrivateServer", "eventually", "free_port", "name", "private_server"]
 
 
 def name(label: str) -> str:
@@ -32,10 +35,22 @@ def name(label: str) -> str:
     return f"t-{label}-{uuid.uuid4().hex[:8]}"
 
 
+async def eventually(condition: Callable[[], Awaitable[bool]], within: float, what: str) -> None:
+    """Poll ``condition`` until it holds; fail the test naming ``what`` after ``within``
+    seconds (a deadline for failure, not a wait for readiness)."""
+    deadline = time.monotonic() + within
+    while not await condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what} did not happen within {within}s")
+        await asyncio.sleep(0.05)
+
+
 class PrivateServer:
     """A nats-server on a fixed free port, restartable over the same JetStream store."""
 
-    def __init__(self, workdir: Path, jetstream: bool = True) -> None:
+    def __init__(
+        self, workdir: Path, jetstream: bool = True, login: tuple[str, str] | None = None
+    ) -> None:
         program = NatsLauncher().find()
         if program is None:
             pytest.fail("nats-server is not installed (Debian package nats-server)")
@@ -43,6 +58,8 @@ class PrivateServer:
         self.argv = [program, "-a", "127.0.0.1", "-p", str(self.port)]
         if jetstream:
             self.argv += ["-js", "-sd", str(workdir / "store")]
+        if login is not None:
+            self.argv += ["--user", login[0], "--pass", login[1]]
         self.log = workdir / "nats-server.log"
         self.proc: Process | None = None
 
@@ -72,8 +89,10 @@ class PrivateServer:
 
 
 @contextlib.contextmanager
-def private_server(workdir: Path, jetstream: bool = True) -> Iterator[PrivateServer]:
-    server = PrivateServer(workdir, jetstream)
+def private_server(
+    workdir: Path, jetstream: bool = True, login: tuple[str, str] | None = None
+) -> Iterator[PrivateServer]:
+    server = PrivateServer(workdir, jetstream, login)
     server.start()
     try:
         yield server
