@@ -109,7 +109,9 @@ def test_parsed_url_hides_the_password() -> None:
     ("url", "shown"),
     [
         (f"amqp://guest:{SECRET}@host/", "amqp://guest:***@host/"),
-        ("amqp://guest@host/", "amqp://guest@host/"),
+        ("amqp://guest@host/", "amqp://***@host/"),  # a lone user part may be a token
+        ("nats://tok3n@h1:4222", "nats://***@h1:4222"),
+        ("amqp://guest:guest@host/", "amqp://***:***@host/"),
         (f"kafka://h?sasl.password={SECRET}&acks=all", "kafka://h?sasl.password=***&acks=all"),
         (f"sqs://h?aws_secret_access_key={SECRET}", "sqs://h?aws_secret_access_key=***"),
         (f"nats://h?token={SECRET}", "nats://h?token=***"),
