@@ -1,9 +1,9 @@
 """Topic and group declaration with the AdminClient. Blocking: call from a thread.
 
-A group comes into being when :func:`ensure_group` commits, for every partition the
-group has no committed offset on, the partition's current end offset. From then on the
-group receives every message published to the topic whether or not a consumer runs,
-and no consumer depends on ``auto.offset.reset`` during a slow first join.
+Names here are Kafka topic names (already fitted). A group comes into being when
+:func:`ensure_group` commits, for every partition the group has no committed offset on,
+the partition's current end offset: from then on the group receives every message
+published to the topic whether or not a consumer runs.
 """
 
 from __future__ import annotations
@@ -12,12 +12,11 @@ import logging
 import time
 
 from confluent_kafka import ConsumerGroupTopicPartitions, KafkaError, KafkaException, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
-from confluent_kafka.admin._listoffsets import OffsetSpec
+from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec  # type: ignore[attr-defined]
 
 from polybus.errors import BrokerUnavailable, ConfigError
 
-from ._errors import admin_error, native_error
+from ._errors import admin_error, native_error, unreachable
 
 log = logging.getLogger("polybus.kafka")
 
@@ -25,13 +24,12 @@ NO_OFFSET = 0  # committed offsets below this mean "none committed" (-1001 in li
 
 
 def probe(admin: AdminClient, timeout: float) -> None:
-    """Raise :class:`BrokerUnavailable` unless a broker answers within ``timeout``."""
+    """Raise :class:`BrokerUnavailable` unless a broker answers within ``timeout``
+    (:class:`ConfigError` if it refuses the login)."""
     try:
         admin.list_topics(timeout=timeout)
     except KafkaException as exc:
-        raise BrokerUnavailable(
-            f"no Kafka broker answered within {timeout:g} s: {exc.args[0]}"
-        ) from exc
+        raise unreachable(exc, f"no Kafka broker answered within {timeout:g} s") from exc
 
 
 def partitions_of(admin: AdminClient, topic: str, timeout: float) -> list[int] | None:

@@ -1,26 +1,9 @@
 """The Kafka consumer: one confluent-kafka Consumer driven by a dedicated thread.
 
-Thread model: only the fetch thread touches the native consumer (poll, seek, pause,
-resume, commit, and the rebalance callbacks librdkafka runs inside poll). The event
-loop only touches :class:`~._state.ConsumerState` under its lock, and is woken with
-``call_soon_threadsafe`` when records arrive. Nothing here blocks the event loop.
-
-Settlement: acks and nacks change the per-partition ledgers; the thread commits every
-position that moved once per loop turn (asynchronously), synchronously for revoked
-partitions and at close. A nack makes the thread seek the partition back to the
-nacked offset; ``nack(delay=d)`` also pauses that partition for ``d`` seconds.
-
-Backpressure: at most ``max_in_flight`` records wait in the buffer. When it is full
-the thread stops taking records out of librdkafka, whose own prefetch (bounded by
-``queued.max.messages.kbytes``) keeps them until there is room again. Pausing is
-avoided as long as possible because librdkafka drops a paused partition's prefetched
-records (they are fetched again on resume). It is needed only to serve the consumer
-queue without taking records: rebalance callbacks and ``max.poll.interval.ms`` are
-served only by polling. So if the buffer stays full for ``pause_after`` seconds (at
-most half of ``max.poll.interval.ms``), the thread pauses every assigned partition,
-keeps polling, and resumes when the application frees room; a resumed partition is
-fetched again from the position after the last record taken, and the ledger skips
-any offset already in flight or acked, so nothing is lost or handed out twice.
+Only the fetch thread touches the native consumer (poll, seek, pause, resume, commit,
+and the rebalance callbacks librdkafka runs inside poll); the event loop only touches
+the shared :class:`~._state.ConsumerState` and is woken with ``call_soon_threadsafe``.
+Nothing here blocks the event loop. README.md ("Consumer") explains the design.
 """
 
 from __future__ import annotations
@@ -36,11 +19,11 @@ from typing import Any
 from confluent_kafka import Consumer as NativeConsumer
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
-from polybus._message import Message
 from polybus.errors import BrokerUnavailable, SettlementError
-from polybus.spi import Consumer
+from polybus.spi import Consumer, GroupSpec, Message
 
 from ._errors import admin_error
+from ._records import Decoder, kafka_topic
 from ._settings import KafkaSettings
 from ._state import ConsumerState
 
@@ -63,26 +46,39 @@ def consumer_config(settings: KafkaSettings, group: str) -> dict[str, Any]:
     }
 
 
-def pause_grace(settings: KafkaSettings) -> float:
-    """Seconds a full buffer may stop polling before the partitions are paused:
-    ``pause_after``, but at most half of ``max.poll.interval.ms`` (librdkafka leaves the
-    group when it is not polled for that long)."""
+def poll_bound(settings: KafkaSettings, wanted: float) -> float:
+    """``wanted`` seconds, but at most half of ``max.poll.interval.ms``: librdkafka
+    leaves the group when it is not polled for that long, and the fetch thread does not
+    poll while its buffer is full or while it waits for a revoked partition."""
     raw = settings.options.get("max.poll.interval.ms")
     try:
-        limit = float(raw) / 2000 if raw is not None else settings.pause_after
+        limit = float(raw) / 2000 if raw is not None else wanted
     except (TypeError, ValueError):
-        limit = settings.pause_after  # librdkafka itself refuses the bad value at open
-    return min(settings.pause_after, limit)
+        limit = wanted  # librdkafka itself refuses the bad value at open
+    return min(wanted, limit)
+
+
+def pause_grace(settings: KafkaSettings) -> float:
+    """Seconds a full buffer may stop polling before the partitions are paused."""
+    return poll_bound(settings, settings.pause_after)
 
 
 class KafkaConsumer(Consumer):
-    """Consumer of ``group`` on ``topic``; see the module docstring for the design."""
+    """A consumer of one group (``spec``) on the Kafka topic of its polybus topic.
 
-    def __init__(self, settings: KafkaSettings, topic: str, group: str, max_in_flight: int):
+    ``receive`` hands out buffered records in offset order per partition, ``ack``
+    queues receipts, ``nack`` rewinds the partition (pausing it for a delay), ``close``
+    commits what is settled and leaves the group. Commits never pass an unsettled
+    offset. Keys are not gated here: in a key-ordered group the core hands out one
+    message per key (``exclusive_keys`` is False).
+    """
+
+    def __init__(self, settings: KafkaSettings, spec: GroupSpec, max_in_flight: int) -> None:
         self.settings = settings
-        self.topic = topic
-        self.group = group
-        self.state = ConsumerState(topic, group, max_in_flight)
+        self.spec = spec
+        self.native_topic = kafka_topic(spec.topic)
+        self.state = ConsumerState(Decoder(spec.topic, spec.group), max_in_flight)
+        self._where = f"topic={spec.topic} group={spec.group}"
         self._native: NativeConsumer | None = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -94,74 +90,85 @@ class KafkaConsumer(Consumer):
         self._paused: set[int] = set()
         self._full_since: float | None = None
         self._pause_after = pause_grace(settings)
+        self._revoke_timeout = poll_bound(settings, settings.revoke_timeout)
+        self._draining = False
         self._closed = False
+
+    def __repr__(self) -> str:
+        return f"<KafkaConsumer {self._where} kafka_topic={self.native_topic}>"
 
     async def open(self) -> None:
         self._loop = asyncio.get_running_loop()
-        conf = consumer_config(self.settings, self.group)
+        conf = consumer_config(self.settings, self.spec.group)
         conf["on_commit"] = self._on_commit
         try:
             native = NativeConsumer(conf)
             native.subscribe(
-                [self.topic],
+                [self.native_topic],
                 on_assign=self._on_assign,
                 on_revoke=self._on_revoke,
                 on_lost=self._on_lost,
             )
         except KafkaException as exc:
-            raise admin_error(exc, f"subscribe to topic {self.topic!r}") from exc
+            raise admin_error(exc, f"subscribe to topic {self.spec.topic!r}") from exc
         self._native = native
         self._thread = threading.Thread(
-            target=self._run, name=f"polybus-kafka-{self.topic}-{self.group}", daemon=True
+            target=self._run, name=f"polybus-kafka-{self.native_topic}", daemon=True
         )
         self._thread.start()
 
     @property
     def assignment(self) -> frozenset[int]:
-        """The partitions of the topic assigned to this consumer now (changes with every
-        rebalance; for tests and diagnostics)."""
+        """The partitions assigned to this consumer now (changes with every rebalance;
+        for tests and diagnostics)."""
         return self.state.partitions()
 
-    async def fetch(self, max_messages: int) -> Sequence[Message]:
+    @property
+    def draining(self) -> bool:
+        """True while a rebalance waits for this consumer's unsettled messages of the
+        partitions it gives up (for tests and diagnostics)."""
+        return self._draining
+
+    async def receive(self, max_messages: int) -> Sequence[Message]:
+        """1 to ``max_messages`` messages; :class:`BrokerUnavailable` once the native
+        consumer stopped for good (a fatal client error). Cancelling it loses nothing:
+        records are taken from the buffer only when they are returned."""
+        state = self.state
+        wake = self._wake
         while True:
             if self._closed:
-                raise SettlementError("consumer is closed")
+                raise SettlementError(f"the Kafka consumer of {self._where} is closed")
             if self._failure is not None:
                 raise BrokerUnavailable(
-                    f"consumer of topic {self.topic!r} group {self.group!r} stopped: "
-                    f"{self._failure}"
+                    f"the Kafka consumer of {self._where} stopped: {self._failure}"
                 ) from self._failure
-            self._wake.clear()
-            out = self.state.take(max_messages, time.monotonic())
+            wake.clear()
+            out = state.take(max_messages, time.monotonic())
             if out:
-                self._kick.set()
+                self._kick.set()  # room in the buffer again
                 return out
-            await self._wake.wait()
+            await wake.wait()
 
-    async def ack(self, message: Message) -> None:
-        state = self.state
-        state.acked.append(message.receipt)  # applied under the lock by the next taker
-        if state.holding:
-            self._wake.set()  # a record held back behind this key may be free now
-
-    async def ack_many(self, messages: Sequence[Message]) -> None:
-        state = self.state
-        state.acked.extend([m.receipt for m in messages])
-        if state.holding:
-            self._wake.set()
+    async def ack(self, messages: Sequence[Message]) -> None:
+        """Queue the receipts; the ledgers apply them before any commit is computed."""
+        if len(messages) == 1:  # the core acks one message at a time: the hot path
+            self.state.acked.append(messages[0].receipt)
+        else:
+            self.state.acked.extend([m.receipt for m in messages])
+        if self._draining:
+            self._kick.set()  # a revoked partition may be settled now
 
     async def nack(self, message: Message, delay: float | None) -> None:
+        """Rewind the message's partition to it (paused for ``delay``); a message of a
+        partition revoked meanwhile comes back from its next owner."""
         if self.state.nack(message.receipt, delay):
             self._kick.set()
         else:
-            log.debug(
-                "nack ignored (partition revoked) topic=%s group=%s id=%s",
-                self.topic,
-                self.group,
-                message.id,
-            )
+            log.debug("nack ignored (partition revoked) %s id=%s", self._where, message.id)
 
     async def close(self) -> None:
+        """Commit the settled positions and leave the group; the unsettled messages are
+        delivered again to the group. Idempotent."""
         if self._closed:
             return
         self._closed = True
@@ -179,17 +186,19 @@ class KafkaConsumer(Consumer):
         try:
             while not self._stop.is_set():
                 self._step(native)
-        except BaseException as exc:  # surfaced to fetch(); the thread must not die silently
-            log.error("consumer stopped topic=%s group=%s: %s", self.topic, self.group, exc)
+        except BaseException as exc:  # surfaced by receive(); the thread must not die silently
+            log.error("consumer stopped %s: %s", self._where, exc)
             self._failure = exc
         finally:
+            self._stop.set()  # no waiting for revoked partitions from here on
             self._finish(native)
             self._notify()
 
     def _step(self, native: NativeConsumer) -> None:
         now = time.monotonic()
-        actions = self.state.actions(now)
-        room = self.state.room()
+        state = self.state
+        actions = state.actions(now)
+        room = state.room()
         if room > 0:
             self._full_since = None
         elif self._full_since is None:
@@ -218,49 +227,42 @@ class KafkaConsumer(Consumer):
             elif err.fatal():
                 raise KafkaException(err)
             elif err.code() not in _QUIET_ERRORS:
-                log.warning(
-                    "consumer error topic=%s group=%s: %s", self.topic, self.group, err.str()
-                )
-        if good and self.state.add(good):
+                log.warning("consumer error %s: %s", self._where, err.str())
+        if good and state.add(good):
             self._notify()
 
     def _apply_pauses(self, native: NativeConsumer, wanted: set[int]) -> None:
         pause = wanted - self._paused
         resume = self._paused - wanted
         if pause:
-            native.pause([TopicPartition(self.topic, p) for p in sorted(pause)])
+            native.pause([TopicPartition(self.native_topic, p) for p in sorted(pause)])
         if resume:
-            native.resume([TopicPartition(self.topic, p) for p in sorted(resume)])
+            native.resume([TopicPartition(self.native_topic, p) for p in sorted(resume)])
         self._paused = set(wanted)
 
     def _seek(self, native: NativeConsumer, partition: int, offset: int) -> None:
         try:
-            native.seek(TopicPartition(self.topic, partition, offset))
+            native.seek(TopicPartition(self.native_topic, partition, offset))
         except KafkaException as exc:
             # the partition is no longer ours or not fetching yet: the uncommitted offset
             # comes back from the committed position either way
             log.warning(
-                "seek failed topic=%s group=%s partition=%d offset=%d: %s",
-                self.topic,
-                self.group,
-                partition,
-                offset,
-                exc,
+                "seek failed %s partition=%d offset=%d: %s", self._where, partition, offset, exc
             )
 
     def _commit(
         self, native: NativeConsumer, commits: list[tuple[int, int]], *, asynchronous: bool
     ) -> None:
-        offsets = [TopicPartition(self.topic, p, pos) for p, pos in commits]
+        offsets = [TopicPartition(self.native_topic, p, pos) for p, pos in commits]
         self.state.committed(commits)
         try:
-            if asynchronous:
+            if asynchronous:  # two calls: the stubs type each mode separately
                 native.commit(offsets=offsets, asynchronous=True)
             else:
                 native.commit(offsets=offsets, asynchronous=False)
         except KafkaException as exc:
             self.state.commit_failed([p for p, _ in commits])
-            log.warning("commit failed topic=%s group=%s: %s", self.topic, self.group, exc)
+            log.warning("commit failed %s: %s", self._where, exc)
 
     def _finish(self, native: NativeConsumer) -> None:
         try:
@@ -271,7 +273,7 @@ class KafkaConsumer(Consumer):
             try:
                 native.close()
             except (KafkaException, RuntimeError) as exc:
-                log.warning("close failed topic=%s group=%s: %s", self.topic, self.group, exc)
+                log.warning("close failed %s: %s", self._where, exc)
 
     def _notify(self) -> None:
         loop = self._loop
@@ -280,27 +282,59 @@ class KafkaConsumer(Consumer):
         with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
             loop.call_soon_threadsafe(self._wake.set)
 
-    # -- rebalance callbacks (run in the fetch thread, inside consume) ------------
+    # -- rebalance callbacks (run in the fetch thread, inside consume or close) -------
+
+    def _mine(self, partitions: list[TopicPartition]) -> list[int]:
+        return [tp.partition for tp in partitions if tp.topic == self.native_topic]
 
     def _on_assign(self, native: NativeConsumer, partitions: list[TopicPartition]) -> None:
-        mine = [tp.partition for tp in partitions if tp.topic == self.topic]
+        mine = self._mine(partitions)
         self.state.assigned(mine)
         self._assigned.update(mine)
-        log.info("assigned topic=%s group=%s partitions=%s", self.topic, self.group, mine)
+        log.info("assigned %s partitions=%s", self._where, mine)
 
     def _on_revoke(self, native: NativeConsumer, partitions: list[TopicPartition]) -> None:
-        mine = [tp.partition for tp in partitions if tp.topic == self.topic]
+        mine = self._mine(partitions)
+        self.state.revoking(mine)
+        self._drain(mine)
         commits = self.state.revoked(mine)
         if commits:
             self._commit(native, commits, asynchronous=False)
         self._forget(mine)
-        log.info("revoked topic=%s group=%s partitions=%s", self.topic, self.group, mine)
+        log.info("revoked %s partitions=%s", self._where, mine)
+
+    def _drain(self, partitions: list[int]) -> None:
+        """Wait, at most ``revoke_timeout``, until the handed-out messages of the revoked
+        ``partitions`` are settled, so their next owner starts after them: no message is
+        processed twice and, in a key-ordered group, a key's messages do not run on two
+        consumers at once. Not when closing: the unsettled messages go back then."""
+        deadline = time.monotonic() + self._revoke_timeout
+        self._draining = True
+        try:
+            while not self._stop.is_set():
+                left = self.state.unsettled(partitions)
+                if not left:
+                    return
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    log.warning(
+                        "revoked with %d unsettled messages after %gs (revoke_timeout) %s: "
+                        "their next owner delivers them again",
+                        left,
+                        self._revoke_timeout,
+                        self._where,
+                    )
+                    return
+                self._kick.wait(min(remaining, self.settings.poll_interval))
+                self._kick.clear()
+        finally:
+            self._draining = False
 
     def _on_lost(self, native: NativeConsumer, partitions: list[TopicPartition]) -> None:
-        mine = [tp.partition for tp in partitions if tp.topic == self.topic]
+        mine = self._mine(partitions)
         self.state.revoked(mine)  # lost: another member may own them already, commit nothing
         self._forget(mine)
-        log.warning("lost topic=%s group=%s partitions=%s", self.topic, self.group, mine)
+        log.warning("lost %s partitions=%s", self._where, mine)
 
     def _forget(self, partitions: list[int]) -> None:
         self._assigned.difference_update(partitions)
@@ -310,4 +344,4 @@ class KafkaConsumer(Consumer):
         if err is None:
             return
         self.state.commit_failed([tp.partition for tp in partitions])
-        log.warning("commit failed topic=%s group=%s: %s", self.topic, self.group, err.str())
+        log.warning("commit failed %s: %s", self._where, err.str())

@@ -30,6 +30,8 @@ _UNREACHABLE = frozenset(
     }
 )
 
+_LOGIN_REFUSED = frozenset({KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED})
+
 _CONFIG = frozenset(
     {
         KafkaError.TOPIC_EXCEPTION,
@@ -41,6 +43,7 @@ _CONFIG = frozenset(
         KafkaError.GROUP_AUTHORIZATION_FAILED,
         KafkaError.CLUSTER_AUTHORIZATION_FAILED,
         KafkaError._INVALID_ARG,
+        *_LOGIN_REFUSED,
     }
 )
 
@@ -80,3 +83,12 @@ def admin_error(exc: BaseException, what: str) -> Exception:
     if err.code() in _CONFIG:
         return ConfigError(what, f"{err.name()}: {err.str()}")
     return BrokerUnavailable(f"{what} failed: {err.name()}: {err.str()}")
+
+
+def unreachable(exc: BaseException, what: str) -> Exception:
+    """The polybus error when no broker answered ``what``: a refused login is a
+    :class:`ConfigError` (retrying cannot help), anything else :class:`BrokerUnavailable`."""
+    err = native_error(exc)
+    if err is not None and err.code() in _LOGIN_REFUSED:
+        return ConfigError("options", f"the broker refused the login: {err.str()}")
+    return BrokerUnavailable(f"{what}: {err.str() if err is not None else exc}")

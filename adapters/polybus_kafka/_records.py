@@ -1,33 +1,52 @@
-"""Envelope <-> Kafka record mapping: pure functions, no client calls.
+"""Envelope <-> Kafka record mapping and topic names: pure functions, no client calls.
 
-Native fields carry what Kafka has: the key is the record key (it picks the partition)
-and the publish time is the record's CreateTime timestamp. The id and content type
-travel as ``polybus-id`` / ``polybus-content-type`` headers; user headers as headers.
-The content type of bytes bodies (``application/octet-stream``, the usual one) is left
-out: a record with a ``polybus-id`` and no content-type header has that type, and an
-envelope without a content type sends an empty one. One header less per record is
-measurably cheaper to produce, store and fetch.
-Keys and header values are given to confluent-kafka as ``str``: it encodes them as
-UTF-8 itself, which saves an encode call per field in Python.
+The key is the record key, the publish time the record's CreateTime; the id and the
+content type travel as ``polybus-id`` / ``polybus-content-type`` headers, user headers
+as headers. The content type of bytes bodies is implied by a ``polybus-id`` without a
+content-type header (see README.md, "Records").
 """
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime
 from typing import Any
 
-from polybus import headers as h
-from polybus._codec import BYTES
-from polybus._message import Envelope, Message
+from polybus.spi import BYTES, Envelope, Message, fit_name, headers
 
 RecordHeaders = list[tuple[str, str | bytes | None]]
 
-_ID = h.ID
-_CONTENT_TYPE = h.CONTENT_TYPE
+_ID = headers.ID
+_CONTENT_TYPE = headers.CONTENT_TYPE
 _BYTES = BYTES
+
+TOPIC_CHARACTERS = "A-Za-z0-9._-"
+MAX_TOPIC_LENGTH = 249
+INTERNAL_PREFIX = "__"
+"""Kafka's own topics (``__consumer_offsets``, ``__transaction_state``) start with it."""
+
+
+@functools.lru_cache(maxsize=1024)
+def kafka_topic(topic: str) -> str:
+    """The Kafka topic that carries the polybus topic ``topic``: the name itself when
+    Kafka accepts it, else a fitted name with a hash suffix (:func:`polybus.spi.fit_name`).
+    Used for every publish, declaration and subscription, so all of them agree."""
+    if topic in (".", ".."):  # valid characters, but names Kafka refuses
+        return fit_name(
+            topic, allowed=TOPIC_CHARACTERS, first="A-Za-z0-9_-", max_length=MAX_TOPIC_LENGTH
+        )
+    return fit_name(
+        topic,
+        allowed=TOPIC_CHARACTERS,
+        max_length=MAX_TOPIC_LENGTH,
+        reserved_prefixes=(INTERNAL_PREFIX,),
+    )
 
 
 def record_headers(env: Envelope) -> RecordHeaders:
+    """The record headers of ``env``: user headers, ``polybus-id``, and the content type
+    unless it is bytes (an envelope without content type sends an empty one). Values are
+    ``str``: librdkafka encodes them as UTF-8 itself, cheaper than an encode per field."""
     ctype = env.content_type
     if ctype == _BYTES and not env.headers:
         return [(_ID, env.id)]  # the usual envelope
@@ -56,32 +75,30 @@ class Timestamps:
         return self._millis
 
 
-def record_key(record: Any) -> str | None:
-    """The record's key as text (keys polybus publishes are UTF-8 strings)."""
-    key = record.key()
-    return key.decode("utf-8", errors="replace") if key is not None else None
-
-
 class Decoder:
-    """Builds :class:`Message` objects from the records of one topic and group.
-    Records fetched together usually share their CreateTime (one publish batch), so
-    the last timestamp's ``datetime`` is reused."""
+    """Builds the :class:`Message` objects of one polybus topic and group.
+
+    Records fetched together usually share their CreateTime (one publish batch), so the
+    last timestamp's ``datetime`` is reused.
+    """
 
     __slots__ = ("_stamp", "_when", "group", "topic")
 
     def __init__(self, topic: str, group: str) -> None:
         self.topic = topic
+        """The polybus topic name (not the fitted Kafka name)."""
         self.group = group
         self._stamp: int | None = None
         self._when: datetime | None = None
 
-    def message(self, record: Any, key: str | None, attempt: int, receipt: Any) -> Message:
-        """The message of ``record`` (whose key :func:`record_key` gave). A record
-        published by another client has no ``polybus-id``: its id is then
-        ``topic/partition/offset``, stable across redeliveries."""
+    def message(self, record: Any, attempt: int, receipt: Any) -> Message:
+        """The message of ``record``; its key as text (polybus keys are UTF-8, other
+        bytes are replaced). A record published by another client (no
+        ``polybus-id``) gets the id ``<polybus topic>/<partition>/<offset>``: unique,
+        and the same on every redelivery."""
         msg_id = content_type = None
         typed = False
-        headers: dict[str, str] = {}
+        fields: dict[str, str] = {}
         raw_headers = record.headers()
         if raw_headers:
             for name, value in raw_headers:
@@ -92,7 +109,7 @@ class Decoder:
                     content_type = text or None
                     typed = True
                 else:
-                    headers[name] = text
+                    fields[name] = text
         if not msg_id:  # published by another client
             msg_id = f"{self.topic}/{record.partition()}/{record.offset()}"
         elif not typed:  # published by polybus, bytes
@@ -105,14 +122,15 @@ class Decoder:
                 self._when = datetime.fromtimestamp(stamp / 1000, UTC)
             published = self._when
         value = record.value()
+        key = record.key()
         # positional, in field order: the cheapest way to build the dataclass
         return Message(
             msg_id,
             self.topic,
             value if value is not None else b"",
             self.group,
-            key,
-            headers,
+            key.decode("utf-8", errors="replace") if key is not None else None,
+            fields,
             content_type,
             published,
             attempt,

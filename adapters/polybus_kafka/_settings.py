@@ -7,8 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from polybus import config
 from polybus.errors import ConfigError
+from polybus.spi import parse_settings, parse_url, redact_options
 
 DEFAULT_PORT = 9092
 DEFAULT_PARTITIONS = 3
@@ -41,6 +41,7 @@ class KafkaSettings:
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
     poll_interval: float = 0.05
     pause_after: float = 5.0
+    revoke_timeout: float = 10.0
     options: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -56,6 +57,8 @@ class KafkaSettings:
             raise ConfigError("poll_interval", "must be between 0 and 5 seconds")
         if not 0 < self.pause_after <= 300:
             raise ConfigError("pause_after", "must be between 0 and 300 seconds")
+        if not 0 <= self.revoke_timeout <= 300:
+            raise ConfigError("revoke_timeout", "must be between 0 and 300 seconds")
         if self.max_message_size < 1:
             raise ConfigError("max_message_size", "must be >= 1 byte")
         for name in self.options:
@@ -71,7 +74,7 @@ class KafkaSettings:
         return self.partitions or DEFAULT_PARTITIONS
 
     def redacted_options(self) -> dict[str, Any]:
-        return config.redact_options(self.options)
+        return redact_options(self.options)
 
     def common(self, client: Literal["producer", "consumer", "admin"]) -> dict[str, Any]:
         """The brokers plus the user's librdkafka settings that apply to ``client``.
@@ -142,7 +145,7 @@ def parse(url: str, options: Mapping[str, Any]) -> KafkaSettings:
     librdkafka settings; ``options={...}`` passes a dict of them; every other name is a
     polybus setting of :class:`KafkaSettings`.
     """
-    parsed = config.parse_url(url)
+    parsed = parse_url(url)
     if parsed.scheme != "kafka":
         raise ConfigError("url", f"expected kafka://, got {parsed.scheme}://")
     if parsed.path.strip("/"):
@@ -178,4 +181,4 @@ def parse(url: str, options: Mapping[str, Any]) -> KafkaSettings:
                 + ", ".join(sorted(known - {"bootstrap_servers"}))
                 + " (or a librdkafka setting containing a dot)",
             )
-    return config.parse_settings(KafkaSettings, plain, source=" for kafka://")
+    return parse_settings(KafkaSettings, plain, source=" for kafka://")

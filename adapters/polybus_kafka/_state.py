@@ -1,20 +1,22 @@
 """The state one Kafka consumer shares between its fetch thread and the event loop.
 
 Every method takes the lock; none calls the Kafka client. The fetch thread adds
-records and applies the resulting seeks, pauses and commits; the event loop takes
-messages and settles them. Per-partition order: records of a partition are handed out
-in offset order, except that a record whose key has a message in flight stays in the
-buffer until that message is settled (per-key order even for a consumer that settles
-out of order: a key's next message is never handed out while an earlier one is
-unsettled). A nack of offset ``o`` drops the partition's buffered records and asks the
-thread to seek back to ``o``, so ``o`` comes again before anything after it; messages
-of other keys already handed out stay in flight.
+records and applies the seeks, pauses and commits decided here; the event loop takes
+messages and settles them.
 
-Acks are the hot path: the event loop appends the receipt to :attr:`ConsumerState.acked`
-(a deque, safe to append from any thread without the lock) and whoever takes the lock
-next (handing out, nacking, or the fetch thread computing commits) applies every
-queued ack first. So an ack costs one append, and the ledgers still see every ack
-before anything depends on them.
+Contracts:
+
+* Records of a partition are handed out in offset order; any number of a partition's
+  records may be unsettled at once (per-key order in key-ordered groups is the core's:
+  it hands out one message per key).
+* A nack of offset ``o`` drops the partition's buffered records and asks the thread to
+  seek back to ``o`` (and, with a delay, to pause the partition until it is due), so
+  ``o`` comes back, one attempt higher, before any record of the partition that was
+  not handed out yet; messages already handed out stay in flight.
+* Commits are contiguous: a partition's position never passes an unsettled offset
+  (:class:`~._ledger.PartitionLedger`).
+* Acks are queued: :attr:`ConsumerState.acked` is a deque the event loop appends
+  receipts to without the lock, and whoever takes the lock next applies them first.
 """
 
 from __future__ import annotations
@@ -26,16 +28,16 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from polybus._message import Message
+from polybus.spi import Message
 
 from ._ledger import PartitionLedger
-from ._records import Decoder, record_key
+from ._records import Decoder
 
 log = logging.getLogger("polybus.kafka")
 
-Receipt = tuple[int, int, int, "str | None"]
-"""What a message carries to be settled: partition, offset, the generation of the
-partition's assignment it came from, key. A plain tuple: one is made per message."""
+Receipt = tuple[int, int, int]
+"""What a message carries to be settled: partition, offset, and the generation of the
+partition's assignment it came from. A plain tuple: one is made per message."""
 
 _Fetched = tuple[int, int, int, Any]
 """A buffered record: partition, offset, generation, the native record."""
@@ -47,8 +49,8 @@ class _Partition:
     ledger: PartitionLedger = field(default_factory=PartitionLedger)
     rewind_to: int | None = None
     delayed_until: float = 0.0
-    busy: set[str] = field(default_factory=set)
-    """Keys with a message in flight."""
+    leaving: bool = False
+    """Being revoked: nothing more is buffered or handed out."""
 
 
 @dataclass(slots=True)
@@ -61,22 +63,20 @@ class Actions:
 
 
 class ConsumerState:
-    def __init__(self, topic: str, group: str, capacity: int) -> None:
-        self.topic = topic
-        self.group = group
+    """Buffer, ledgers and queued acks of one consumer (thread-safe, see module doc)."""
+
+    def __init__(self, decoder: Decoder, capacity: int) -> None:
         self.capacity = capacity
         self.lock = threading.Lock()
         self.acked: deque[Receipt] = deque()
         """Receipts acked by the event loop and not applied to the ledgers yet."""
-        self.holding = False
-        """True while a fetched record waits behind an unsettled message of its key (an
-        ack may free it, so the consumer wakes its fetch call)."""
+        self._decoder = decoder
+        self._where = f"topic={decoder.topic} group={decoder.group}"
         self._parts: dict[int, _Partition] = {}
         self._buffer: deque[_Fetched] = deque()
         """Fetched, not handed out yet: native records, decoded into messages only when
         handed out, in the event loop (the fetch thread does as little Python work as
         possible: two threads running Python at once slow each other down)."""
-        self._decoder = Decoder(topic, group)
         self._generation = 0
 
     # -- fetch thread -----------------------------------------------------------
@@ -87,6 +87,27 @@ class ConsumerState:
             for p in partitions:
                 self._generation += 1
                 self._parts[p] = _Partition(self._generation)
+
+    def unsettled(self, partitions: list[int]) -> int:
+        """How many messages of ``partitions`` are handed out and not settled."""
+        with self.lock:
+            self._apply_acks()
+            return sum(
+                len(part.ledger.in_flight)
+                for p in partitions
+                if (part := self._parts.get(p)) is not None
+            )
+
+    def revoking(self, partitions: list[int]) -> None:
+        """``partitions`` are about to go: drop their buffered records and hand out
+        nothing more of them (their unsettled messages may still be settled)."""
+        with self.lock:
+            gone = set(partitions)
+            self._buffer = deque(f for f in self._buffer if f[0] not in gone)
+            for p in partitions:
+                part = self._parts.get(p)
+                if part is not None:
+                    part.leaving = True
 
     def revoked(self, partitions: list[int]) -> list[tuple[int, int]]:
         """Forget ``partitions``; return the positions still to commit for them.
@@ -112,7 +133,7 @@ class ConsumerState:
         return self.capacity - len(self._buffer)  # a len() needs no lock
 
     def add(self, records: list[Any]) -> int:
-        """Buffer the admitted records; return how many were buffered."""
+        """Buffer the records to hand out; return how many were buffered."""
         added = 0
         with self.lock:
             parts = self._parts
@@ -120,7 +141,7 @@ class ConsumerState:
             for rec in records:
                 p = rec.partition()
                 part = parts.get(p)
-                if part is None or part.rewind_to is not None:
+                if part is None or part.leaving or part.rewind_to is not None:
                     continue  # not ours any more, or fetched before a pending seek
                 offset = rec.offset()
                 if not part.ledger.admits(offset):
@@ -136,7 +157,7 @@ class ConsumerState:
             self._apply_acks()
             floors = self._floors()
             for p, part in self._parts.items():
-                if part.rewind_to is not None:
+                if part.rewind_to is not None and not part.leaving:
                     out.seeks.append((p, part.rewind_to))
                     part.rewind_to = None
                 due = part.ledger.commit_due(floors.get(p))
@@ -175,6 +196,8 @@ class ConsumerState:
     # -- event loop ---------------------------------------------------------------
 
     def take(self, max_messages: int, now: float) -> list[Message]:
+        """Up to ``max_messages`` buffered records as messages, in offset order per
+        partition; records of a partition waiting for a seek or a delay stay."""
         out: list[Message] = []
         with self.lock:
             self._apply_acks()
@@ -183,8 +206,7 @@ class ConsumerState:
                 return out
             parts = self._parts
             decode = self._decoder.message
-            kept: deque[_Fetched] = deque()
-            holding = False
+            kept: deque[_Fetched] | None = None
             popleft = buffer.popleft
             append = out.append
             while buffer and len(out) < max_messages:
@@ -194,38 +216,33 @@ class ConsumerState:
                 if part is None or part.generation != generation:
                     continue
                 if part.delayed_until > now or part.rewind_to is not None:
+                    if kept is None:
+                        kept = deque()
                     kept.append(fetched)
                     continue
-                key = record_key(rec)
-                if key is not None:
-                    busy = part.busy
-                    if key in busy:
-                        kept.append(fetched)
-                        holding = True
-                        continue
-                    busy.add(key)
-                append(decode(rec, key, part.ledger.hand_out(offset), (p, offset, generation, key)))
+                append(decode(rec, part.ledger.hand_out(offset), (p, offset, generation)))
             if kept:
                 kept.extend(buffer)
                 self._buffer = kept
-            self.holding = holding
         return out
 
     def nack(self, receipt: Receipt, delay: float | None) -> bool:
-        """Give the message back; the partition rewinds to it (after ``delay``)."""
-        p, offset, _, key = receipt
+        """Give the message back; the partition rewinds to it (after ``delay``). False
+        if the message is not in flight here (its partition was revoked)."""
+        p, offset, _ = receipt
         with self.lock:
             self._apply_acks()
             part = self._live(receipt)
             if part is None or not part.ledger.nack(offset):
                 return False
-            if key is not None:
-                part.busy.discard(key)
+            if part.leaving:
+                return True  # the partition's next owner delivers it again
             dropped = [f[1] for f in self._buffer if f[0] == p]
             if dropped:
                 self._buffer = deque(f for f in self._buffer if f[0] != p)
             target = part.ledger.rewind(dropped)
-            part.rewind_to = target if part.rewind_to is None else min(part.rewind_to, target)
+            if part.rewind_to is None or part.rewind_to > target:
+                part.rewind_to = target
             if delay:
                 part.delayed_until = max(part.delayed_until, time.monotonic() + delay)
             return True
@@ -239,19 +256,15 @@ class ConsumerState:
         popleft = acked.popleft
         while acked:
             receipt = popleft()
-            p, offset, generation, key = receipt
+            p, offset, generation = receipt
             part = parts.get(p)
             if part is None or part.generation != generation or not part.ledger.ack(offset):
                 log.debug(
-                    "ack ignored (partition revoked) topic=%s group=%s partition=%d offset=%d",
-                    self.topic,
-                    self.group,
+                    "ack ignored (partition revoked) %s partition=%d offset=%d",
+                    self._where,
                     p,
                     offset,
                 )
-                continue
-            if key is not None:
-                part.busy.discard(key)
 
     def _live(self, receipt: Receipt) -> _Partition | None:
         part = self._parts.get(receipt[0])

@@ -2,7 +2,8 @@
 
 The same guarantees and the same work as the SDK, no less and no more:
 
-* publish: idempotent producer with ``acks=all``, the same partitioner and linger; a
+* publish: idempotent producer with ``acks=all``, the same partitioner and linger, the
+  keyless records spread round-robin over the partitions as the SDK spreads them; a
   publish returns after every delivery report (one flush per batch), as the SDK's does.
 * consume: the same consumer settings (so the same librdkafka prefetch), records taken
   in batches with ``consume(n, timeout)``; each record is received (its value read) and
@@ -25,8 +26,9 @@ from polybus.bench import RawBaseline
 from polybus.errors import PublishError
 
 from . import _admin
-from ._adapter import producer_config
 from ._consumer import consumer_config
+from ._publisher import producer_config
+from ._records import kafka_topic
 from ._settings import KafkaSettings, parse
 
 IDLE_TIMEOUT = 30.0
@@ -40,10 +42,13 @@ class RawKafka:
         self._producer: Producer | None = None
         self._consumer: Consumer | None = None
         self._topic = ""
+        self._partitions: list[int] = []
+        self._turn = 0
 
     async def setup(self, url: str, topic: str, group: str) -> None:
         settings = parse(url, {})
         self._settings = settings
+        topic = kafka_topic(topic)  # the Kafka topic the SDK side's name maps to
         self._topic = topic
         admin = AdminClient(settings.common("admin"))
         parts = await asyncio.to_thread(
@@ -58,6 +63,7 @@ class RawKafka:
         await asyncio.to_thread(
             _admin.ensure_group, admin, topic, group, parts, settings.connect_timeout
         )
+        self._partitions = parts
         self._producer = Producer(producer_config(settings))
         conf = consumer_config(settings, group)
         self._consumer = Consumer(conf)
@@ -71,13 +77,20 @@ class RawKafka:
             if err is not None:
                 failed.append(err)
 
+        parts, turn = self._partitions, self._turn
+        count = len(parts)
         for body in bodies:
+            partition = parts[turn % count]
+            turn += 1
             while True:
                 try:
-                    producer.produce(self._topic, value=body, on_delivery=report)
+                    producer.produce(
+                        self._topic, value=body, partition=partition, on_delivery=report
+                    )
                     break
                 except BufferError:
                     await asyncio.to_thread(producer.poll, 0.1)
+        self._turn = turn % count
         left = await asyncio.to_thread(producer.flush, 30.0)
         if left or failed:
             raise PublishError(f"raw publish failed: {failed[:1]} {left} left", retryable=True)

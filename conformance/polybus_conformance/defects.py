@@ -17,7 +17,15 @@ _PUBSUB_EMULATOR = _EMULATOR_IN_MEMORY.format("the Pub/Sub emulator")
 _MOTO = _EMULATOR_IN_MEMORY.format("moto server")
 
 KNOWN_DEFECTS: dict[str, dict[str, str]] = {
-    "tansu": {},
+    "tansu": {
+        # BROKERS.md, and measured with raw confluent-kafka (no polybus code): after
+        # three members closed at once, a fresh member got no record for 90 s
+        "test_ops_concurrent_close_then_a_fresh_consumer_gets_the_rest": (
+            "when several members of a group leave at once mid-stream, tansu assigns a "
+            "fresh member of the group nothing for over a minute (plain confluent-kafka "
+            "clients meet the same; Apache Kafka reassigns the partitions at once)"
+        ),
+    },
     "pubsub-emulator": {
         "test_fault_confirmed_survive_restart": _PUBSUB_EMULATOR,
         "test_fault_consumer_survives_crash": _PUBSUB_EMULATOR,

@@ -35,7 +35,7 @@ def test_nack_holds_the_position_and_counts_attempts() -> None:
 def test_dropped_buffered_offsets_are_fetched_again() -> None:
     ledger = PartitionLedger()
     ledger.hand_out(1)
-    ledger.hand_out(3)  # 2 was held back behind its key, then dropped by the rewind
+    ledger.hand_out(3)  # 2 was fetched, not handed out yet, then dropped by the rewind
     ledger.nack(3)
     assert ledger.rewind([2]) == 2
     assert ledger.admits(2)

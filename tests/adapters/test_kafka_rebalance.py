@@ -3,27 +3,30 @@
 Kafka commits a position per partition, not single messages, so what a rebalance can
 promise is: every message below the committed position (acked, with nothing unsettled
 before it) is never delivered again; every message at or above it, the in-flight ones
-included, is delivered to the partition's next owner. These tests ack a contiguous
-prefix of each partition and hold the rest in flight, then let a second consumer join.
-Every message has its own key: a key's next message is held back while an earlier one
-is in flight (per-key order), and these tests hold many messages in flight at once.
-They drive the adapter's consumers through the SPI to see which partitions each owns.
-Every wait is a condition polled against a deadline.
+included, is delivered to the partition's next owner. A consumer giving up a partition
+waits up to ``revoke_timeout`` for its unsettled messages of it to be settled first, so
+that normally nothing is delivered twice and a key never runs on two consumers at once.
+
+Most tests drive the adapter's consumers through the SPI to see which partitions each
+owns; the last one runs two key-ordered subscriptions. Every wait is a condition polled
+against a deadline.
 """
 
 from __future__ import annotations
 
 import asyncio
 import uuid
+from collections import defaultdict
 from collections.abc import Callable
 
 import pytest
 
 import polybus
 from polybus import Message
+from polybus.spi import GroupSpec
 from polybus_kafka._consumer import KafkaConsumer
 
-pytestmark = pytest.mark.timeout(90)
+pytestmark = pytest.mark.timeout(120)
 DEADLINE = 30.0
 PARTITIONS = 4
 
@@ -50,24 +53,33 @@ async def until(condition: Callable[[], bool], what: str) -> None:
         await asyncio.sleep(0.05)  # a polling period, not a readiness guess
 
 
-async def fetch_until(
+async def receive_until(
     consumer: KafkaConsumer, done: Callable[[list[Message]], bool], what: str
 ) -> list[Message]:
-    """Fetch (without settling) until ``done(received)`` holds, within the deadline."""
+    """Receive (without settling) until ``done(received)`` holds, within the deadline."""
     received: list[Message] = []
     try:
         async with asyncio.timeout(DEADLINE):
             while not done(received):
-                received.extend(await consumer.fetch(64))
+                received.extend(await consumer.receive(64))
     except TimeoutError:
         pytest.fail(f"not within {DEADLINE:g} s: {what} (got {len(received)})")
     return received
 
 
 def open_consumer(bus: polybus.Bus, topic: str, group: str) -> KafkaConsumer:
-    consumer = bus.adapter.consumer(topic, group, max_in_flight=256)
+    consumer = bus.adapter.consumer(GroupSpec(topic, group), max_in_flight=256)
     assert isinstance(consumer, KafkaConsumer)
     return consumer
+
+
+def split_between(a: KafkaConsumer, b: KafkaConsumer) -> Callable[[], bool]:
+    return lambda: (
+        bool(a.assignment)
+        and bool(b.assignment)
+        and not a.assignment & b.assignment
+        and len(a.assignment | b.assignment) == PARTITIONS
+    )
 
 
 async def test_joining_consumer_gets_in_flight_messages_of_revoked_partitions(
@@ -75,7 +87,9 @@ async def test_joining_consumer_gets_in_flight_messages_of_revoked_partitions(
 ) -> None:
     topic, group = name("rebalance"), name("g")
     count = 96
-    async with polybus.connect(kafka_url, partitions=PARTITIONS) as bus:
+    # revoke_timeout=0: a revoked partition is let go at once, its in-flight messages
+    # included (the at-least-once rule when a consumer does not settle in time)
+    async with polybus.connect(kafka_url, partitions=PARTITIONS, revoke_timeout=0) as bus:
         await bus.declare(topic, group)
         await bus.publish_many(
             topic, [polybus.Outgoing(body=str(i), key=f"k{i}") for i in range(count)]
@@ -84,7 +98,7 @@ async def test_joining_consumer_gets_in_flight_messages_of_revoked_partitions(
         await first.open()
         second: KafkaConsumer | None = None
         try:
-            received = await fetch_until(
+            received = await receive_until(
                 first, lambda got: len(got) >= count, "the first consumer receives everything"
             )
             assert len({m.id for m in received}) == count
@@ -98,19 +112,13 @@ async def test_joining_consumer_gets_in_flight_messages_of_revoked_partitions(
                 half = len(msgs) // 2
                 acked.extend(msgs[:half])
                 held.extend(msgs[half:])
-            for msg in acked:
-                await first.ack(msg)
+            await first.ack(acked)
             key_of_partition = {partition(m): m.key for m in received}
 
             second = open_consumer(bus, topic, group)
             await second.open()
-            a, b = first, second
             await until(
-                lambda: (
-                    bool(b.assignment)
-                    and not a.assignment & b.assignment
-                    and len(a.assignment | b.assignment) == PARTITIONS
-                ),
+                split_between(first, second),
                 "the joining consumer is given partitions and the first one gives them up",
             )
             moved = second.assignment
@@ -118,7 +126,7 @@ async def test_joining_consumer_gets_in_flight_messages_of_revoked_partitions(
             expected = {m.id for m in held if partition(m) in moved}
             assert expected, "the joining consumer owns partitions with in-flight messages"
 
-            redelivered = await fetch_until(
+            redelivered = await receive_until(
                 second,
                 lambda got: {m.id for m in got} >= expected,
                 "the in-flight messages of the revoked partitions reach the new owner",
@@ -127,12 +135,10 @@ async def test_joining_consumer_gets_in_flight_messages_of_revoked_partitions(
             assert len(ids) == len(set(ids)), "the new owner got a message twice"
             assert set(ids) == expected, "an acked message was delivered again"
             assert all(partition(m) in moved for m in redelivered)
-            for msg in redelivered:
-                await second.ack(msg)
+            await second.ack(redelivered)
             # the first consumer settles what it still holds: the messages of the
             # partitions it kept count, its acks of revoked partitions are ignored
-            for msg in held:
-                await first.ack(msg)
+            await first.ack(held)
             assert all(partition(m) in kept for m in held if m.id not in expected)
         finally:
             await first.close()
@@ -151,7 +157,7 @@ async def test_joining_consumer_gets_in_flight_messages_of_revoked_partitions(
         last = open_consumer(bus, topic, group)
         await last.open()
         try:
-            after = await fetch_until(
+            after = await receive_until(
                 last,
                 lambda got: {m.id for m in got} >= set(sentinels),
                 "a later member receives the sentinels",
@@ -159,6 +165,49 @@ async def test_joining_consumer_gets_in_flight_messages_of_revoked_partitions(
         finally:
             await last.close()
         assert sorted(m.id for m in after) == sorted(sentinels)
+
+
+async def test_a_revoked_partition_waits_for_its_unsettled_messages(kafka_url: str) -> None:
+    topic, group = name("drain"), name("g")
+    count = 64
+    async with polybus.connect(kafka_url, partitions=PARTITIONS) as bus:
+        await bus.declare(topic, group)
+        ids = await bus.publish_many(
+            topic, [polybus.Outgoing(body=str(i), key=f"k{i}") for i in range(count)]
+        )
+        first = open_consumer(bus, topic, group)
+        second = open_consumer(bus, topic, group)
+        await first.open()
+        try:
+            held = await receive_until(
+                first, lambda got: len(got) >= count, "the first consumer receives everything"
+            )
+            key_of_partition = {partition(m): m.key for m in held}
+            await second.open()
+            await until(lambda: first.draining, "the rebalance waits for the first consumer")
+            assert not second.assignment
+            await first.ack(held)  # settled while the rebalance waits: handed over after
+            await until(split_between(first, second), "the partitions are split")
+            assert not first.draining
+            sentinels = await bus.publish_many(
+                topic,
+                [
+                    polybus.Outgoing(body=f"sentinel-{p}", key=key)
+                    for p, key in sorted(key_of_partition.items())
+                    if p in second.assignment
+                ],
+            )
+            after = await receive_until(
+                second,
+                lambda got: {m.id for m in got} >= set(sentinels),
+                "the new owner receives the sentinels of its partitions",
+            )
+            again = {m.id for m in after} & set(ids)
+            assert not again, f"{len(again)} messages settled before the hand-over came back"
+            assert sorted(m.id for m in after) == sorted(sentinels)
+        finally:
+            await first.close()
+            await second.close()
 
 
 async def test_leaving_consumer_hands_its_in_flight_messages_to_the_other(
@@ -172,14 +221,7 @@ async def test_leaving_consumer_hands_its_in_flight_messages_to_the_other(
         await first.open()
         await second.open()
         try:
-            await until(
-                lambda: (
-                    len(first.assignment | second.assignment) == PARTITIONS
-                    and bool(first.assignment)
-                    and bool(second.assignment)
-                ),
-                "both consumers own partitions",
-            )
+            await until(split_between(first, second), "both consumers own partitions")
             count = 64
             ids = await bus.publish_many(
                 topic, [polybus.Outgoing(body=str(i), key=f"k{i}") for i in range(count)]
@@ -189,7 +231,7 @@ async def test_leaving_consumer_hands_its_in_flight_messages_to_the_other(
 
             async def drain(consumer: KafkaConsumer, into: list[Message]) -> None:
                 while True:
-                    into.extend(await consumer.fetch(64))
+                    into.extend(await consumer.receive(64))
 
             from_first: list[Message] = []
             tasks = [
@@ -207,19 +249,76 @@ async def test_leaving_consumer_hands_its_in_flight_messages_to_the_other(
                 await asyncio.gather(*tasks, return_exceptions=True)
             assert {partition(m) for m in from_first} <= leaving_parts
             leaving_ids = {m.id for m in from_first}
-            for msg in staying:
-                await second.ack(msg)
-            # the first consumer leaves without settling anything
+            await second.ack(staying)
+            # the first consumer leaves without settling anything (closing never waits)
             await first.close()
-            taken_over = await fetch_until(
+            taken_over = await receive_until(
                 second,
                 lambda got: {m.id for m in got} >= leaving_ids,
                 "the unsettled messages of the leaving consumer reach the other one",
             )
             assert {m.id for m in taken_over} == leaving_ids
-            for msg in taken_over:
-                await second.ack(msg)
+            await second.ack(taken_over)
             assert {m.id for m in staying} | leaving_ids == set(ids)
         finally:
             await first.close()
             await second.close()
+
+
+async def test_key_order_holds_across_a_rebalance(kafka_url: str) -> None:
+    """A second consumer joins a key-ordered group mid-stream while the first one is
+    busy: no key runs on both at once, and each key's messages are processed in order,
+    none of them twice."""
+    topic, group = name("keyrebalance"), name("g")
+    keys, per_key = 8, 40
+    async with (
+        polybus.connect(kafka_url, partitions=PARTITIONS) as producer,
+        polybus.connect(kafka_url) as bus_a,
+        polybus.connect(kafka_url) as bus_b,
+    ):
+        await producer.declare(topic, group, ordering="key")
+        plan = [(k, seq) for seq in range(per_key) for k in range(keys)]
+        ids = await producer.publish_many(
+            topic, [polybus.Outgoing(f"{k}:{seq}", key=f"key-{k}") for k, seq in plan]
+        )
+        sequence = {i: seq for i, (_, seq) in zip(ids, plan, strict=True)}
+        running: dict[str, str] = {}
+        overlaps: list[str] = []
+        processed: dict[str, list[int]] = defaultdict(list)
+        done: set[str] = set()
+
+        async def handle(msg: Message) -> None:
+            key = msg.key or ""
+            if key in running:
+                overlaps.append(f"{key}: {msg.id} while {running[key]}")
+            running[key] = msg.id
+            processed[key].append(sequence[msg.id])
+            await asyncio.sleep(0.01)  # busy: the rebalance finds messages in progress
+            del running[key]
+            done.add(msg.id)
+            await msg.ack()
+
+        async def consume(sub: polybus.Subscription) -> None:
+            handlers: set[asyncio.Task[None]] = set()
+            async for msg in sub:
+                task = asyncio.create_task(handle(msg))
+                handlers.add(task)
+                task.add_done_callback(handlers.discard)
+
+        sub_a = bus_a.subscribe(topic, group=group, max_in_flight=8, ordering="key")
+        sub_b = bus_b.subscribe(topic, group=group, max_in_flight=8, ordering="key")
+        async with sub_a:
+            tasks = [asyncio.create_task(consume(sub_a))]
+            try:
+                await until(lambda: len(done) >= keys, "the first consumer is busy")
+                await sub_b.open()  # joins mid-stream: partitions move from a to b
+                tasks.append(asyncio.create_task(consume(sub_b)))
+                await until(lambda: done >= set(ids), "every message is processed")
+            finally:
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+                await sub_b.close()
+    assert not overlaps, overlaps[:5]
+    for key, seqs in processed.items():
+        assert seqs == list(range(per_key)), f"{key} processed as {seqs}"

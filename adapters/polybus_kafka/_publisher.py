@@ -1,0 +1,188 @@
+"""Publishing a batch through one idempotent confluent-kafka Producer.
+
+``publish`` produces every record of the batch, then flushes once (in a worker thread)
+and returns when every delivery report is in. Keyed records are partitioned by
+librdkafka (murmur2, as the Java client does); keyless records are spread round-robin
+over the topic's partitions here, because librdkafka's sticky partitioner would put a
+whole batch into one partition (and a group's other consumers would get none of it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Sequence
+from functools import partial
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException, Producer
+
+from polybus.errors import PublishError
+from polybus.spi import Envelope
+
+from ._errors import publish_error
+from ._records import Timestamps, record_headers
+from ._settings import RECORD_OVERHEAD, KafkaSettings
+
+log = logging.getLogger("polybus.kafka")
+
+ANY_PARTITION = -1
+"""librdkafka's RD_KAFKA_PARTITION_UA: the partitioner chooses (by key)."""
+
+
+def producer_config(settings: KafkaSettings) -> dict[str, Any]:
+    return {
+        "enable.idempotence": True,
+        "acks": "all",
+        "partitioner": "murmur2_random",
+        "linger.ms": 5,
+        "allow.auto.create.topics": False,
+        "message.max.bytes": settings.max_message_size + RECORD_OVERHEAD,
+        "logger": logging.getLogger("polybus.kafka.librdkafka"),
+        **settings.common("producer"),
+    }
+
+
+class Publisher:
+    """The producer of one adapter. ``partitions`` maps a Kafka topic to its partition
+    ids (filled by the adapter's declarations); a topic missing there is partitioned by
+    librdkafka alone."""
+
+    def __init__(self, settings: KafkaSettings) -> None:
+        self.settings = settings
+        self.producer = Producer(producer_config(settings))
+        self.partitions: dict[str, list[int]] = {}
+        self._turn: dict[str, int] = {}
+        """Kafka topic -> the round-robin position of its next keyless record."""
+
+    async def publish(self, topic: str, kafka_topic: str, envelopes: Sequence[Envelope]) -> None:
+        """Publish ``envelopes`` to ``kafka_topic`` (``topic`` names it in errors)."""
+        producer = self.producer
+        reports = _Reports(asyncio.get_running_loop())
+        failure: PublishError | None = None
+        produce = producer.produce
+        report = reports.report
+        millis = Timestamps().millis
+        spread = self.partitions.get(kafka_topic) or [ANY_PARTITION]
+        count = len(spread)
+        turn = self._turn.get(kafka_topic, 0)
+        sent = 0
+        for env in envelopes:
+            headers = record_headers(env)
+            if env.key is None:
+                partition = spread[turn % count]
+                turn += 1
+            else:
+                partition = ANY_PARTITION
+            try:
+                while True:
+                    try:
+                        produce(
+                            kafka_topic,
+                            env.body,
+                            env.key,
+                            partition=partition,
+                            headers=headers,
+                            timestamp=millis(env.published_at),
+                            on_delivery=partial(report, sent),
+                        )
+                        break
+                    except BufferError:
+                        # librdkafka's local queue is full: let deliveries drain, retry
+                        await asyncio.to_thread(producer.poll, 0.1)
+            except KafkaException as exc:
+                failure = publish_error(
+                    exc.args[0],
+                    topic,
+                    failed_ids=tuple(e.id for e in envelopes[sent:]),
+                    limit=self.settings.max_message_size,
+                    size=env.size,
+                )
+                failure.__cause__ = exc
+                break
+            sent += 1
+        self._turn[kafka_topic] = turn % count
+        if sent:
+            await self._confirm(reports, sent)
+        bad = reports.unconfirmed(sent)
+        if bad:
+            ids = tuple(envelopes[i].id for i in bad) + (failure.failed_ids if failure else ())
+            first = reports.first_error()
+            if first is None:
+                raise PublishError(
+                    f"publish to topic {topic!r} not confirmed within "
+                    f"{self.settings.publish_timeout:g} s",
+                    retryable=True,
+                    failed_ids=ids,
+                )
+            raise publish_error(first, topic, failed_ids=ids, limit=self.settings.max_message_size)
+        if failure is not None:
+            raise failure
+
+    async def _confirm(self, reports: _Reports, sent: int) -> None:
+        """Wait until the ``sent`` delivery reports of ``reports`` are in, or the
+        publish timeout. One flush sends the batch at once (no linger) and serves the
+        reports; a report served by another publisher's concurrent flush may land just
+        after ours returns, hence the batch future."""
+        timeout = self.settings.publish_timeout
+        deadline = time.monotonic() + timeout
+        await asyncio.to_thread(self.producer.flush, timeout)
+        if reports.expect(sent):
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                await asyncio.shield(reports.future)
+
+    async def close(self) -> None:
+        """Flush what is still queued (at most ``publish_timeout``)."""
+        left = await asyncio.to_thread(self.producer.flush, self.settings.publish_timeout)
+        if left:
+            log.error("closed with %d messages not confirmed by the broker", left)
+
+
+class _Reports:
+    """The delivery reports of one published batch.
+
+    librdkafka calls :meth:`report` from whichever thread serves the producer (the
+    flush of this batch or of a concurrent one); ``list.append`` is atomic, so no lock
+    is taken per message. The event loop is woken once per batch, by the last report.
+    """
+
+    __slots__ = ("_errors", "_expected", "_loop", "_reported", "future")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self.future: asyncio.Future[None] = loop.create_future()
+        self._reported: list[int] = []
+        self._errors: dict[int, KafkaError] = {}
+        self._expected: int | None = None
+
+    def report(self, index: int, err: KafkaError | None, _record: Any) -> None:
+        """Delivery callback of message ``index`` (runs in a librdkafka-serving thread)."""
+        if err is not None:
+            self._errors[index] = err
+        self._reported.append(index)
+        if len(self._reported) == self._expected:
+            with contextlib.suppress(RuntimeError):  # a closed loop: the publisher is gone
+                self._loop.call_soon_threadsafe(self._complete)
+
+    def expect(self, count: int) -> bool:
+        """Set how many reports the batch waits for; True if all of them are in."""
+        self._expected = count
+        return len(self._reported) >= count
+
+    def unconfirmed(self, count: int) -> list[int]:
+        """Indexes among the first ``count`` without a successful report."""
+        if not self._errors and len(self._reported) >= count:
+            return []
+        reported = set(self._reported)
+        return [i for i in range(count) if i not in reported or i in self._errors]
+
+    def first_error(self) -> KafkaError | None:
+        return self._errors[min(self._errors)] if self._errors else None
+
+    def _complete(self) -> None:
+        if not self.future.done():
+            self.future.set_result(None)
