@@ -4,7 +4,8 @@
 tests ``xfail(strict=True)`` for exactly that flavour: the assertion stays as strict as
 everywhere else, and if the flavour gets fixed the strict xfail turns into a failure
 that asks for the entry to be removed. Adapter engineers add their broker's entries;
-each entry must name a defect of the broker (see BROKERS.md), never of polybus.
+each entry must name a defect of the broker, reproduced with its plain native client,
+never of polybus.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ _MOTO = _EMULATOR_IN_MEMORY.format("moto server")
 
 KNOWN_DEFECTS: dict[str, dict[str, str]] = {
     "tansu": {
-        # BROKERS.md, and measured with raw confluent-kafka (no polybus code): after
+        # measured with raw confluent-kafka (no polybus code): after
         # three members closed at once, a fresh member got no record for 90 s
         "test_ops_concurrent_close_then_a_fresh_consumer_gets_the_rest": (
             "when several members of a group leave at once mid-stream, tansu assigns a "

@@ -37,7 +37,7 @@ def _url(request: pytest.FixtureRequest, backend: str) -> str:
 def kafka_url(request: pytest.FixtureRequest) -> str:
     """A Kafka broker, with short group timings unless the URL sets its own.
 
-    A group join takes about half of ``session.timeout.ms`` (BROKERS.md): the short
+    A group join takes about half of ``session.timeout.ms`` on tansu: the short
     timings are test speed only and change no guarantee.
     """
     url = _url(request, "kafka")

@@ -1,4 +1,4 @@
-"""A private RabbitMQ node with its own epmd (the BROKERS.md recipe).
+"""A private RabbitMQ node with its own epmd.
 
 The node never touches the machine's RabbitMQ: its own node name, ports, Mnesia and
 log directories and HOME (for the Erlang cookie) all live under the run's directory.

