@@ -1,13 +1,17 @@
-"""The consumer of one group's SQS queue: long polling, leases, settlement.
+"""The consumer of one group's SQS queue: long-poll receive, settlement, leases.
 
-* ``fetch`` long-polls ``ReceiveMessage`` for at most the free in-flight slots (10 at
-  most per call). The receive runs in a thread and survives a cancelled ``fetch``:
-  its messages are returned by the next ``fetch``, or released by ``close``.
-* While a message is unsettled its visibility timeout is extended (every third of
-  ``visibility_timeout``), so a long handler does not see its message redelivered.
-* ``ack`` deletes (batched), ``nack(delay)`` sets the visibility timeout to ``delay``
-  (0 when None), ``close`` makes every unsettled message visible again at once.
-* ``delivery_attempt`` is SQS's ``ApproximateReceiveCount``.
+* :meth:`SQSConsumer.receive` long-polls ``ReceiveMessage`` (``wait_time_seconds``)
+  in a thread for at most the free slots (10 at most per call), until it gets at
+  least one message. ``delivery_attempt`` is SQS's ``ApproximateReceiveCount``.
+* ``ack`` deletes (``DeleteMessageBatch``, 10 per call), ``nack(delay)`` sets the
+  visibility timeout to ``delay`` (rounded up; 0 when None), ``extend`` sets it to
+  ``visibility_timeout`` again (``lease``); both stop at SQS's 12 hours from the
+  receive.
+* ``close`` waits for a receive still in flight (at most ``wait_time_seconds`` and a
+  little) and makes every received, unsettled message visible again at once. A
+  receive that answers even later releases its messages when it does.
+* Transient failures raise :class:`~polybus.errors.BrokerUnavailable`: the core
+  retires this consumer and opens a fresh one (nothing here reconnects).
 """
 
 from __future__ import annotations
@@ -17,123 +21,124 @@ import contextlib
 import logging
 import math
 import time
-from collections import deque
+import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from polybus import headers as h
-from polybus._deadletter import DLQ_GROUP
-from polybus._message import Message
-from polybus.errors import SettlementError
-from polybus.spi import Consumer
+from polybus.errors import PolybusError, SettlementError
+from polybus.spi import Consumer, GroupSpec, Message
 
 from . import _settle, _wire
-from ._settings import MAX_VISIBILITY_TIMEOUT
-from ._topology import TAG_LIMIT, TAG_ORIGIN_GROUP, TAG_ORIGIN_TOPIC, Queue
-
-if TYPE_CHECKING:
-    from ._adapter import SQSAdapter
+from ._client import Clients
+from ._settings import MAX_VISIBILITY_TIMEOUT, SQSSettings
+from ._topology import Queue
 
 log = logging.getLogger("polybus.sqs")
 
 MAX_RECEIVE = 10
-
-
-@dataclass(slots=True, eq=False)
-class Lease:
-    """One received, unsettled message: its receipt handle and lease times."""
-
-    receipt: str
-    received: float
-    extended: float = field(default=0.0)
+"""SQS returns at most 10 messages per ReceiveMessage."""
+CLOSE_MARGIN = 2.0
+"""Seconds past ``wait_time_seconds`` that ``close`` waits for a receive in flight."""
+SYSTEM_ATTRIBUTES = ["ApproximateReceiveCount", "MessageGroupId", "SentTimestamp"]
 
 
 class SQSConsumer(Consumer):
-    """Reads one group's queue. Use from one event loop."""
+    """Reads one group's queue. Use from one event loop.
 
-    def __init__(self, adapter: SQSAdapter, topic: str, group: str, *, max_in_flight: int) -> None:
-        self.adapter = adapter
-        self.clients = adapter.clients
-        self.settings = adapter.settings
-        self.topic = topic
-        self.group = group
-        self.max_in_flight = max_in_flight
-        self.queue: Queue | None = None
-        self._leases: dict[str, Lease] = {}
-        self._stash: deque[Message] = deque()
-        self._receive: asyncio.Task[list[dict[str, Any]]] | None = None
-        self._heartbeat: asyncio.Task[None] | None = None
-        self._deleter: _settle.Deleter | None = None
-        self._origin: dict[str, str] | None = None
+    ``exclusive_keys`` stays False, also on FIFO queues: one ReceiveMessage returns
+    several messages of one message group at once, so the core's per-key hand-out
+    keeps the order within this consumer, while SQS keeps a message group away from
+    every other consumer as long as one of its messages is received here.
+    """
+
+    exclusive_keys = False
+
+    def __init__(
+        self,
+        clients: Clients,
+        settings: SQSSettings,
+        spec: GroupSpec,
+        queue_name: str,
+        queue: Queue | None,
+    ) -> None:
+        self.clients = clients
+        self.settings = settings
+        self.spec = spec
+        self.queue_name = queue_name
+        self.queue_url = queue.url if queue is not None else None
+        self.lease = float(settings.visibility_timeout)
+        self._held: dict[str, float] = {}
+        """Receipt handle -> monotonic receive time of every unsettled message."""
+        self._polling: asyncio.Future[Any] | None = None
         self._closed = False
 
+    def __repr__(self) -> str:
+        return f"<SQSConsumer queue={self.queue_name!r} unsettled={len(self._held)}>"
+
     async def open(self) -> None:
-        self.queue = await self.adapter.topology.group_queue(self.topic, self.group)
-        self._deleter = _settle.Deleter(self.clients, self.queue.url, self.queue.name)
-        if self.group == DLQ_GROUP:
-            tags = await self.adapter.topology.tags(self.queue)
-            self._origin = tags if TAG_ORIGIN_TOPIC in tags else None
-        self._heartbeat = asyncio.create_task(self._extend_leases())
+        if self.queue_url is None:
+            found = await self.clients.sqs(
+                "get_queue_url", f"find queue {self.queue_name!r}", QueueName=self.queue_name
+            )
+            self.queue_url = str(found["QueueUrl"])
 
-    # -- receiving ----------------------------------------------------------------
+    # -- receiving ------------------------------------------------------------------
 
-    async def fetch(self, max_messages: int) -> Sequence[Message]:
-        if self._closed or self.queue is None:
-            raise SettlementError(f"consumer of group {self.group!r} is not open")
+    async def receive(self, max_messages: int) -> Sequence[Message]:
+        url = self._url("receive")
         while True:
-            if self._stash:
-                count = min(max_messages, len(self._stash))
-                return [self._stash.popleft() for _ in range(count)]
-            if self._receive is None:
-                self._receive = asyncio.create_task(self._receive_batch(max_messages))
-            # shielded: if this fetch is cancelled the receive goes on, and its
-            # messages wait in the stash for the next fetch (or for close)
-            receive = self._receive
+            extra = {}
+            if self.settings.fifo:
+                # botocore's retry of a receive whose answer was lost gets the same
+                # messages again, instead of locking their message groups until the
+                # visibility timeout
+                extra["ReceiveRequestAttemptId"] = uuid.uuid4().hex
+            polling = asyncio.ensure_future(
+                self.clients.receive(
+                    f"receive from queue {self.queue_name!r}",
+                    QueueUrl=url,
+                    MaxNumberOfMessages=max(1, min(MAX_RECEIVE, max_messages)),
+                    WaitTimeSeconds=self.settings.wait_time_seconds,
+                    VisibilityTimeout=self.settings.visibility_timeout,
+                    MessageAttributeNames=["All"],
+                    MessageSystemAttributeNames=SYSTEM_ATTRIBUTES,
+                    **extra,
+                )
+            )
+            # whatever the call takes from the broker is held here as soon as it
+            # answers, even if this receive is cancelled (close releases it)
+            polling.add_done_callback(self._received)
+            self._polling = polling
             try:
-                raw = await asyncio.shield(receive)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                self._receive = None  # a failed receive took no message: ask again next time
-                raise
-            self._receive = None
-            self._stash.extend(self._to_message(m) for m in raw)
+                out = await asyncio.shield(polling)
+            finally:
+                if polling.done():
+                    self._polling = None
+            raw: list[dict[str, Any]] = out.get("Messages") or []
+            if raw:
+                return [self._message(m) for m in raw]
 
-    async def _receive_batch(self, max_messages: int) -> list[dict[str, Any]]:
-        assert self.queue is not None
-        out = await self.clients.sqs(
-            "receive_message",
-            f"receive from queue {self.queue.name!r}",
-            QueueUrl=self.queue.url,
-            MaxNumberOfMessages=max(1, min(MAX_RECEIVE, max_messages)),
-            WaitTimeSeconds=self.settings.wait_time_seconds,
-            MessageAttributeNames=["All"],
-            MessageSystemAttributeNames=[
-                "ApproximateReceiveCount",
-                "MessageGroupId",
-                "SentTimestamp",
-            ],
-        )
-        messages: list[dict[str, Any]] = out.get("Messages") or []
+    def _received(self, polling: asyncio.Future[Any]) -> None:
+        if polling.cancelled() or polling.exception() is not None:
+            return
         now = time.monotonic()
-        for m in messages:
-            self._leases[m["ReceiptHandle"]] = Lease(m["ReceiptHandle"], now, now)
-        return messages
+        handles = [m["ReceiptHandle"] for m in polling.result().get("Messages") or ()]
+        if self._closed:  # answered after close gave up waiting: give them back now
+            self._release_late(handles)
+            return
+        for handle in handles:
+            self._held[handle] = now
 
-    def _to_message(self, raw: dict[str, Any]) -> Message:
+    def _message(self, raw: dict[str, Any]) -> Message:
         decoded = _wire.decode(raw)
         attempt = int((raw.get("Attributes") or {}).get("ApproximateReceiveCount", "1"))
-        headers = decoded.headers
-        if self._origin is not None and h.DLQ_REASON not in headers:
-            attempt = self._label_redriven(headers, attempt)
         return Message(
             id=decoded.id,
-            topic=self.topic,
+            topic=self.spec.topic,
             body=decoded.body,
-            group=self.group,
+            group=self.spec.group,
             key=decoded.key,
-            headers=headers,
+            headers=decoded.headers,
             content_type=decoded.content_type,
             published_at=decoded.published_at,
             delivery_attempt=max(1, attempt),
@@ -141,39 +146,37 @@ class SQSConsumer(Consumer):
             receipt=raw["ReceiptHandle"],
         )
 
-    def _label_redriven(self, headers: dict[str, str], attempt: int) -> int:
-        """A message SQS's redrive policy moved here has no polybus dead-letter
-        metadata: add what the queue tags tell (the copy polybus makes has it all).
-        Its receive count kept counting the original queue's deliveries."""
-        origin = self._origin or {}
-        limit = origin.get(TAG_LIMIT, "")
-        headers[h.DLQ_REASON] = f"delivery limit of {limit} reached (SQS redrive policy)"
-        headers[h.DLQ_ORIGINAL_TOPIC] = origin.get(TAG_ORIGIN_TOPIC, "")
-        headers[h.DLQ_ORIGINAL_GROUP] = origin.get(TAG_ORIGIN_GROUP, "")
-        if limit.isdigit():
-            headers[h.DLQ_ATTEMPTS] = limit
-            return attempt - int(limit)
-        return attempt
+    # -- settling -------------------------------------------------------------------
 
-    # -- settling -----------------------------------------------------------------
+    def _url(self, verb: str) -> str:
+        if self.queue_url is None or self._closed:
+            raise SettlementError(
+                f"cannot {verb}: the consumer of queue {self.queue_name!r} is not open"
+            )
+        return self.queue_url
 
-    def _take(self, message: Message, verb: str) -> Lease:
-        lease = self._leases.pop(str(message.receipt), None)
-        if lease is None or self.queue is None:
-            raise SettlementError(f"cannot {verb} message {message.id}: not in flight here")
-        return lease
-
-    async def ack(self, message: Message) -> None:
-        lease = self._take(message, "ack")
-        assert self._deleter is not None
-        await self._deleter.delete(message.id, lease.receipt)
+    async def ack(self, messages: Sequence[Message]) -> None:
+        url = self._url("ack")
+        taken = {str(m.receipt): self._held.pop(str(m.receipt), time.monotonic()) for m in messages}
+        try:
+            failed = await _settle.delete(self.clients, url, self.queue_name, list(taken))
+        except BaseException:
+            self._held.update(taken)  # not deleted: close gives them back at once
+            raise
+        if failed:
+            self._held.update({h: taken[h] for h in failed})
+            ids = [m.id for m in messages if str(m.receipt) in failed]
+            raise PolybusError(
+                f"ack of {len(ids)} message(s) on queue {self.queue_name!r} failed "
+                f"({', '.join(ids[:5])}): {next(iter(failed.values()))}; SQS redelivers them"
+            )
 
     async def nack(self, message: Message, delay: float | None) -> None:
-        lease = self._take(message, "nack")
-        assert self.queue is not None
+        url = self._url("nack")
+        handle = str(message.receipt)
+        received = self._held.pop(handle, time.monotonic())
         seconds = 0 if not delay else math.ceil(delay)
-        # SQS counts 12 hours from the receive, not from this call
-        room = MAX_VISIBILITY_TIMEOUT - math.ceil(time.monotonic() - lease.received) - 1
+        room = self._room(received)
         if seconds > room:
             log.warning(
                 "nack delay %ss of message %s exceeds SQS's 12 h visibility limit; using %ss",
@@ -181,70 +184,74 @@ class SQSConsumer(Consumer):
                 message.id,
                 room,
             )
-            seconds = max(0, room)
-        await self.clients.sqs(
-            "change_message_visibility",
-            f"nack message {message.id} on queue {self.queue.name!r}",
-            QueueUrl=self.queue.url,
-            ReceiptHandle=lease.receipt,
-            VisibilityTimeout=seconds,
-        )
+            seconds = room
+        try:
+            await self.clients.sqs(
+                "change_message_visibility",
+                f"nack message {message.id} on queue {self.queue_name!r}",
+                QueueUrl=url,
+                ReceiptHandle=handle,
+                VisibilityTimeout=seconds,
+            )
+        except BaseException:
+            self._held[handle] = received
+            raise
 
-    # -- leases -------------------------------------------------------------------
+    async def extend(self, messages: Sequence[Message]) -> None:
+        url = self._url("extend")
+        by_seconds: dict[int, list[str]] = {}
+        for msg in messages:
+            handle = str(msg.receipt)
+            received = self._held.get(handle)
+            if received is None:
+                continue  # settled meanwhile
+            seconds = min(self.settings.visibility_timeout, self._room(received))
+            if seconds > 0:
+                by_seconds.setdefault(seconds, []).append(handle)
+        for seconds, handles in by_seconds.items():
+            await _settle.change_visibility(self.clients, url, self.queue_name, handles, seconds)
 
-    async def _extend_leases(self) -> None:
-        period = max(1.0, self.settings.visibility_timeout / 3)
-        while True:
-            await asyncio.sleep(period / 2)
-            now = time.monotonic()
-            due = [lease for lease in self._leases.values() if now - lease.extended >= period]
-            if not due or self.queue is None:
-                continue
-            try:
-                await _settle.change_visibility(
-                    self.clients,
-                    self.queue.url,
-                    self.queue.name,
-                    [lease.receipt for lease in due],
-                    self.settings.visibility_timeout,
-                )
-            except Exception as exc:
-                log.warning("lease extension failed group=%s: %s", self.group, exc)
-                continue
-            for lease in due:
-                lease.extended = now
+    @staticmethod
+    def _room(received: float) -> int:
+        """Whole seconds of visibility SQS still grants a message received then."""
+        return max(0, MAX_VISIBILITY_TIMEOUT - math.ceil(time.monotonic() - received) - 1)
 
-    # -- closing ------------------------------------------------------------------
+    # -- closing --------------------------------------------------------------------
 
     async def close(self) -> None:
         if self._closed:
             return
-        self._closed = True
-        if self._heartbeat is not None:
-            self._heartbeat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._heartbeat
-        if self._receive is not None:
-            # a long poll in flight ends within wait_time_seconds; its messages are
-            # leased below and released with the rest
+        polling = self._polling
+        if polling is not None and not polling.done():
+            # a long poll ends within wait_time_seconds; one stuck on the network is
+            # left behind (its messages are released when it answers, see _received)
             with contextlib.suppress(Exception):
-                await self._receive
-            self._receive = None
-        if self._deleter is not None:
-            await self._deleter.flush()
-        self._stash.clear()
-        receipts = [lease.receipt for lease in self._leases.values()]
-        self._leases.clear()
-        if receipts and self.queue is not None:
+                await asyncio.wait_for(
+                    asyncio.shield(polling), self.settings.wait_time_seconds + CLOSE_MARGIN
+                )
+        self._closed = True
+        handles = list(self._held)
+        self._held.clear()
+        if handles and self.queue_url is not None:
             try:
                 await _settle.change_visibility(
-                    self.clients, self.queue.url, self.queue.name, receipts, 0
+                    self.clients, self.queue_url, self.queue_name, handles, 0
                 )
             except Exception as exc:
                 # they come back anyway when their visibility timeout ends
                 log.warning(
-                    "releasing %d unsettled messages failed group=%s: %s",
-                    len(receipts),
-                    self.group,
+                    "releasing %d unsettled messages of queue %s failed: %s",
+                    len(handles),
+                    self.queue_name,
                     exc,
                 )
+
+    def _release_late(self, handles: list[str]) -> None:
+        if not handles or self.queue_url is None:
+            return
+        for start in range(0, len(handles), _settle.BATCH):
+            self.clients.submit(
+                "change_message_visibility_batch",
+                QueueUrl=self.queue_url,
+                Entries=_settle.visibility_entries(handles[start : start + _settle.BATCH], 0),
+            )

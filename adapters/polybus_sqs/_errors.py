@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from botocore import exceptions as bx
+from botocore.parsers import ResponseParserError
 
 from polybus.errors import BrokerUnavailable, ConfigError, PolybusError, PublishError
 
@@ -40,13 +41,15 @@ _CREDENTIAL_CODES = frozenset(
     }
 )
 _CONFLICT_CODES = frozenset({"QueueAlreadyExists", "QueueNameExists"})
+_GONE_CODES = frozenset(
+    {"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist", "QueueDeletedRecently"}
+)
+"""A queue that vanished (deleted, or a broker that lost its state) or cannot be made
+again yet: transient for a consumer, whose reopen declares the group again."""
 _TRANSPORT = (
-    bx.EndpointConnectionError,
-    bx.ConnectTimeoutError,
-    bx.ReadTimeoutError,
-    bx.ConnectionClosedError,
-    bx.ProxyConnectionError,
-    bx.HTTPClientError,
+    bx.ConnectionError,  # endpoint unreachable, connect timeout, proxy, TLS
+    bx.HTTPClientError,  # connection closed or reset, read timeout, truncated response
+    ResponseParserError,  # an answer garbled on the way (a proxy, a cut mid-body)
 )
 
 
@@ -69,6 +72,14 @@ def is_retryable_code(code: str) -> bool:
     return code in _RETRYABLE_CODES
 
 
+def _server_fault(exc: BaseException) -> bool:
+    """An HTTP 5xx or 429 answer (a proxy or the service failing, throttling)."""
+    if not isinstance(exc, bx.ClientError):
+        return False
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return isinstance(status, int) and (status >= 500 or status == 429)
+
+
 def translate(
     exc: BaseException,
     action: str,
@@ -78,7 +89,11 @@ def translate(
 ) -> PolybusError:
     """The polybus error for ``exc`` raised by ``action`` (a phrase naming what was
     attempted, e.g. "create queue orders--billing"). ``publish_ids`` set means the call
-    was a publish of those ids: failures become :class:`PublishError` naming them."""
+    was a publish of those ids: failures become :class:`PublishError` naming them.
+
+    Transient failures (transport, throttling, 5xx, a vanished queue) become
+    :class:`BrokerUnavailable`; refused credentials :class:`ConfigError`; anything
+    else a plain :class:`PolybusError` (permanent)."""
     if isinstance(exc, PolybusError):
         return exc
     secrets = tuple(secrets)
@@ -101,8 +116,9 @@ def translate(
         return ConfigError("credentials", text)
     if code in _CONFLICT_CODES:
         return ConfigError("queue", text + " (it exists with other attributes)")
+    transient = is_retryable_code(code) or _server_fault(exc)
     if publish_ids is not None:
-        return PublishError(text, retryable=is_retryable_code(code), failed_ids=publish_ids)
-    if is_retryable_code(code):
+        return PublishError(text, retryable=transient, failed_ids=publish_ids)
+    if transient or code in _GONE_CODES:
         return BrokerUnavailable(text)
     return PolybusError(text)

@@ -1,9 +1,9 @@
 """SNS topic and SQS queue names for polybus topics and groups (pure functions).
 
 SNS names allow 256 characters, SQS names 80, both only ``A-Z a-z 0-9 _ -`` (plus the
-``.fifo`` suffix of FIFO ones). A polybus name that is already valid is used as is
-(readable in the AWS console); anything else is sanitised and given a short hash of
-the original, so two different polybus names never map to one AWS name.
+``.fifo`` suffix of FIFO ones, counted in the limit). :func:`polybus.spi.fit_name`
+keeps a valid name as is (readable in the AWS console) and makes any other valid and
+distinct with a hash of the exact name.
 """
 
 from __future__ import annotations
@@ -11,44 +11,38 @@ from __future__ import annotations
 import hashlib
 import re
 
+from polybus.spi import fit_name
+
+ALLOWED = "A-Za-z0-9_-"
+_REFUSED = re.compile(f"[^{ALLOWED}]")
 SNS_MAX = 256
 SQS_MAX = 80
 FIFO_SUFFIX = ".fifo"
-_INVALID = re.compile(r"[^A-Za-z0-9_-]")
 
 
-def _digest(*parts: str) -> str:
-    return hashlib.sha256("\x00".join(parts).encode()).hexdigest()[:10]
-
-
-def _fit(name: str, limit: int, *hash_of: str) -> str:
-    """``name`` if valid and short enough, else sanitised, cut and hashed."""
-    if not _INVALID.search(name) and len(name) <= limit:
-        return name
-    clean = _INVALID.sub("-", name)
-    return f"{clean[: limit - 11]}-{_digest(*hash_of)}"
+def _fit(name: str, limit: int, fifo: bool) -> str:
+    suffix = FIFO_SUFFIX if fifo else ""
+    return fit_name(name, allowed=ALLOWED, max_length=limit, suffix=suffix, replacement="-")
 
 
 def topic_name(prefix: str, topic: str, *, fifo: bool) -> str:
     """The SNS topic name of ``topic``."""
-    limit = SNS_MAX - (len(FIFO_SUFFIX) if fifo else 0)
-    base = _fit(prefix + topic, limit, prefix, topic)
-    return base + FIFO_SUFFIX if fifo else base
+    return _fit(prefix + topic, SNS_MAX, fifo)
 
 
 def topic_queue_name(prefix: str, topic: str, *, fifo: bool) -> str:
     """The SQS queue that *is* ``topic`` when SNS is skipped (``sns=false``)."""
-    limit = SQS_MAX - (len(FIFO_SUFFIX) if fifo else 0)
-    base = _fit(prefix + topic, limit, prefix, topic)
-    return base + FIFO_SUFFIX if fifo else base
+    return _fit(prefix + topic, SQS_MAX, fifo)
 
 
 def group_queue_name(prefix: str, topic: str, group: str, *, fifo: bool) -> str:
-    """The SQS queue of ``group`` on ``topic``: readable parts plus a hash of the pair
-    (``a__b`` + ``c`` and ``a`` + ``b__c`` must not meet)."""
-    limit = SQS_MAX - (len(FIFO_SUFFIX) if fifo else 0) - 11
-    half = (limit - len(prefix) - 2) // 2
-    t = _INVALID.sub("-", topic)[:half]
-    g = _INVALID.sub("-", group)[: limit - len(prefix) - 2 - len(t)]
-    base = f"{prefix}{t}--{g}-{_digest(prefix, topic, group)}"
-    return base + FIFO_SUFFIX if fifo else base
+    """The SQS queue of ``group`` on ``topic``: ``<prefix><topic>--<group>-<hash>``.
+
+    The hash is of the exact (prefix, topic, group), so ``a--b`` + ``c`` and ``a`` +
+    ``b--c`` never meet, and so the readable parts may show each refused character as
+    ``-`` (``orders-billing-dlq--polybus-dlq-<hash>``: the names of earlier versions
+    of this adapter); a name still too long is fitted as a whole.
+    """
+    digest = hashlib.sha256(f"{prefix}\x00{topic}\x00{group}".encode()).hexdigest()[:10]
+    readable = _REFUSED.sub("-", f"{prefix}{topic}--{group}")
+    return _fit(f"{readable}-{digest}", SQS_MAX, fifo)

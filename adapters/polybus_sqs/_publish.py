@@ -2,21 +2,24 @@
 
 Every message is encoded and checked against the 256 KiB limit before anything is
 sent. Entries the broker refuses with a retryable code are sent again (a few times,
-short backoff); what still fails is reported in :class:`~polybus.errors.PublishError`
-``failed_ids`` together with every message not sent, so nothing is silently dropped.
-Standard topics send their batches concurrently; FIFO topics one batch after the
-other, to keep each key's publish order.
+with :data:`RETRY_BACKOFF`); what still fails is reported in
+:class:`~polybus.errors.PublishError` ``failed_ids`` together with every message not
+sent, so nothing is silently dropped. Standard topics send their batches concurrently;
+FIFO topics one batch after the other, to keep each key's publish order. The ids of
+every confirmed batch are added to ``confirmed`` as it is confirmed, so a caller that
+gives up (``publish_timeout``) can name exactly the unconfirmed ones.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from polybus.errors import MessageTooLarge, PublishError
-from polybus.spi import Envelope
+from polybus.spi import Backoff, Envelope
 
 from . import _wire
 from ._errors import is_retryable_code
@@ -26,8 +29,11 @@ log = logging.getLogger("polybus.sqs")
 SendBatch = Callable[[list[dict[str, Any]]], Awaitable[dict[str, Any]]]
 """Sends entries (SNS or SQS shaped); returns the response with Successful/Failed."""
 
-RETRY_DELAYS = (0.05, 0.2, 0.5)
+RETRIES = 3
+"""Times refused entries are sent again."""
+RETRY_BACKOFF = Backoff(initial=0.05, multiplier=4.0, max_delay=0.8, jitter="equal")
 PARALLEL_BATCHES = 8
+_rng = random.Random()
 
 
 def encode_all(topic: str, envelopes: Sequence[Envelope], *, fifo: bool) -> list[_wire.Wire]:
@@ -74,16 +80,18 @@ async def publish(
     make_entry: Callable[[_wire.Wire, int], dict[str, Any]],
     *,
     ordered: bool,
+    confirmed: set[str],
 ) -> None:
-    """Send ``wires`` in batches; raise :class:`PublishError` listing every id not
-    confirmed (a batch that failed as a whole, entries refused, batches not sent)."""
+    """Send ``wires`` in batches, adding each confirmed id to ``confirmed``; raise
+    :class:`PublishError` listing every id not confirmed (a batch that failed as a
+    whole, entries refused, batches not sent)."""
     runs = list(_wire.batches(wires))
     failed: list[str] = []
     errors: list[PublishError] = []
     if ordered:
         for i, run in enumerate(runs):
             try:
-                await _send_run(topic, run, send, make_entry)
+                await _send_run(topic, run, send, make_entry, confirmed)
             except PublishError as exc:
                 errors.append(exc)
                 failed += exc.failed_ids
@@ -94,7 +102,7 @@ async def publish(
 
         async def one(run: list[_wire.Wire]) -> None:
             async with limit:
-                await _send_run(topic, run, send, make_entry)
+                await _send_run(topic, run, send, make_entry, confirmed)
 
         results = await asyncio.gather(*(one(r) for r in runs), return_exceptions=True)
         for run, result in zip(runs, results, strict=True):
@@ -117,9 +125,10 @@ async def _send_run(
     run: list[_wire.Wire],
     send: SendBatch,
     make_entry: Callable[[_wire.Wire, int], dict[str, Any]],
+    confirmed: set[str],
 ) -> None:
     pending = dict(enumerate(run))
-    for attempt in range(len(RETRY_DELAYS) + 1):
+    for attempt in range(RETRIES + 1):
         entries = [make_entry(w, i) for i, w in pending.items()]
         try:
             out = await send(entries)
@@ -131,11 +140,11 @@ async def _send_run(
         refused = {int(f["Id"]): f for f in out.get("Failed") or ()}
         for index in list(pending):
             if index not in refused:
-                del pending[index]
+                confirmed.add(pending.pop(index).id)
         if not pending:
             return
         permanent = [f for f in refused.values() if not _retryable(f)]
-        if permanent or attempt == len(RETRY_DELAYS):
+        if permanent or attempt == RETRIES:
             sample = (permanent or list(refused.values()))[0]
             raise PublishError(
                 f"broker refused {len(pending)} message(s) of topic {topic!r}: "
@@ -144,7 +153,7 @@ async def _send_run(
                 failed_ids=tuple(w.id for w in pending.values()),
             )
         log.debug("retrying %d refused messages topic=%s", len(pending), topic)
-        await asyncio.sleep(RETRY_DELAYS[attempt])
+        await asyncio.sleep(RETRY_BACKOFF.delay(attempt + 1, _rng))
 
 
 def _retryable(failure: dict[str, Any]) -> bool:

@@ -255,9 +255,16 @@ def _gate(item: pytest.Item, backend: str) -> None:
     if lacking:
         item.add_marker(pytest.mark.skip(reason=markers.skip_reason(lacking)))
         return
-    known = defects.defect(target.flavour, getattr(item, "originalname", item.name))
+    name = getattr(item, "originalname", item.name)
+    known = defects.defect(target.flavour, name)
     if known:
         item.add_marker(pytest.mark.xfail(strict=True, reason=f"{target.flavour}: {known}"))
+        return
+    racy = defects.intermittent(target.flavour, name)
+    if racy:
+        item.add_marker(
+            pytest.mark.xfail(strict=False, reason=f"{target.flavour} (intermittent): {racy}")
+        )
 
 
 class _Recorder:

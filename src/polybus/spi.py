@@ -17,7 +17,7 @@ the core (once, every backend)  the adapter (native facts)
 the buffer a cancelled ``get``  its native ``delivery_attempt`` and a ``receipt``
 leaves intact
 per-key order (key-ordered      ``Consumer.exclusive_keys``: True when the broker itself
-groups): one message per key    never hands out a key's next message early (SQS FIFO)
+groups): one message per key    never hands out a key's next message early (memory://)
 in flight, in-place redelivery
 dead-lettering at the limit     nothing: the core publishes the copy and then acks
 and on request (template, size
@@ -124,10 +124,11 @@ class Consumer(abc.ABC):
 
     exclusive_keys: bool = False
     """True when the broker itself, in a key-ordered group, never hands a key's next
-    message to any consumer while an earlier one is unsettled, and a nack keeps the
-    key's order (SQS FIFO message groups, ``memory://``). The core then leaves keys to
-    the broker; otherwise it hands out one message per key and redelivers a nacked
-    keyed message itself, in place, without :meth:`nack`."""
+    message to any consumer (not even in the same receive) while an earlier one is
+    unsettled, and a nack keeps the key's order (``memory://``; not SQS FIFO, whose
+    ReceiveMessage may return several messages of one message group). The core then
+    leaves keys to the broker; otherwise it hands out one message per key and
+    redelivers a nacked keyed message itself, in place, without :meth:`nack`."""
 
     lease: float | None = None
     """Seconds an unsettled delivery stays with this consumer unless extended (SQS

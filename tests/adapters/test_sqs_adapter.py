@@ -1,10 +1,14 @@
 """SQS/SNS adapter behaviour against a real server (moto here; LocalStack or AWS via
 POLYBUS_SQS_URL): topology and conflicts, the wire format through SNS, size limits,
-native redrive, leases, cancellation, FIFO ids and error hygiene."""
+dead-lettering without a redrive policy, leases, close, FIFO ids and error hygiene.
+Ordering lives in test_sqs_ordering.py, network faults in test_sqs_faults.py, foreign
+messages in test_sqs_foreign.py."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import time
 from collections.abc import AsyncIterator
 
 import pytest
@@ -14,18 +18,19 @@ import polybus
 from polybus import Bus, Message, Outgoing
 from polybus import headers as h
 from polybus.errors import BrokerUnavailable, ConfigError, MessageTooLarge
-from polybus.spi import GroupSettings
+from polybus.spi import GroupSpec
 from polybus_conformance.provisioning.base import free_port
-from polybus_sqs import SQSAdapter
+from polybus_sqs import SQSAdapter, SQSConsumer
 
-pytestmark = pytest.mark.timeout(90)
+pytestmark = pytest.mark.timeout(120)
 
 IDLE = 15.0
 
 
 @pytest.fixture(scope="session")
 def url(sqs_url: str) -> str:
-    return sqs_url
+    """Standard mode (a session run with fifo=true does not change these tests)."""
+    return support.with_options(sqs_url, fifo="false")
 
 
 @pytest.fixture
@@ -68,6 +73,12 @@ async def test_headers_bodies_and_envelope_survive_sns(bus: Bus) -> None:
     assert text.headers == {"traceparent": "00-abc-01"}
     assert all(m.published_at is not None and m.delivery_attempt == 1 for m in got.values())
     assert len(binary.raw["MessageAttributes"]) == 10  # the SQS limit, the rest packed
+    # what a native consumer sees: text as is, JSON as JSON text, bytes as base64 text
+    assert js.raw["Body"] == '{"json":true}'
+    assert text.raw["Body"] == "ünïcode text"
+    assert binary.raw["Body"] != bytes(range(256)).decode("latin-1")
+    envelope = json.loads(binary.raw["MessageAttributes"]["polybus-envelope"]["StringValue"])
+    assert envelope["enc"] == "b64"
 
 
 async def test_batches_split_by_bytes_and_all_arrive(bus: Bus) -> None:
@@ -140,32 +151,66 @@ async def test_without_sns_one_group_per_topic(url: str) -> None:
     assert caught.value.field == "group"
 
 
-async def test_native_redrive_and_explicit_dead_letters_share_one_reader(bus: Bus) -> None:
-    topic, group = support.name("redrive"), support.name("g")
+async def test_delivery_limit_dead_letters_through_polybus_not_a_redrive_policy(
+    bus: Bus, url: str
+) -> None:
+    topic, group = support.name("limit"), support.name("g")
+    native = support.Native(url)
     async with bus.subscribe(topic, group=group, max_deliveries=2) as sub:
-        poison = await bus.publish(topic, b"poison", key="p")
+        poison = await bus.publish(topic, b"poison", key="p", headers={"x": "1"})
         for attempt in (1, 2):
             msg = await sub.get(timeout=IDLE)
             assert (msg.id, msg.delivery_attempt) == (poison, attempt)
             await msg.nack()
         rejected = await bus.publish(topic, b"rejected")
-        msg = await sub.get(timeout=IDLE)  # the poison message is gone: SQS moved it
+        msg = await sub.get(timeout=IDLE)  # the poison message went to the dead letters
         assert msg.id == rejected
         await msg.dead_letter("validation failed")
+    queue = adapter_of(bus).topology.queue_name(topic, group)
+    assert "RedrivePolicy" not in await native.attributes(queue)
     found: dict[str, Message] = {}
     async with bus.dead_letters(topic, group=group) as dead:
         while len(found) < 2:
             msg = await dead.get(timeout=IDLE)
             found[msg.id] = msg
             await msg.ack()
-    native, explicit = found[poison], found[rejected]
-    assert native.body == b"poison"
-    assert native.key == "p"
-    assert native.headers[h.DLQ_ORIGINAL_TOPIC] == topic
-    assert native.headers[h.DLQ_ORIGINAL_GROUP] == group
-    assert "delivery limit of 2" in native.headers[h.DLQ_REASON]
-    assert native.delivery_attempt == 1
+    limited, explicit = found[poison], found[rejected]
+    assert (limited.body, limited.key) == (b"poison", "p")
+    assert limited.headers[h.DLQ_ORIGINAL_TOPIC] == topic
+    assert limited.headers[h.DLQ_ORIGINAL_GROUP] == group
+    assert limited.headers[h.DLQ_ATTEMPTS] == "2"
+    assert "delivery limit of 2" in limited.headers[h.DLQ_REASON]
+    assert limited.headers["x"] == "1"
+    assert limited.delivery_attempt == 1
     assert explicit.headers[h.DLQ_REASON] == "validation failed"
+
+
+async def test_an_existing_redrive_policy_is_left_as_it_is(bus: Bus, url: str) -> None:
+    topic, group = support.name("redrive"), support.name("g")
+    native = support.Native(url)
+    await bus.declare(topic, group)
+    queue = adapter_of(bus).topology.queue_name(topic, group)
+    dlq = await native.call(native.sqs, "create_queue", QueueName=support.name("old-dlq"))
+    dlq_arn = (
+        await native.call(
+            native.sqs,
+            "get_queue_attributes",
+            QueueUrl=dlq["QueueUrl"],
+            AttributeNames=["QueueArn"],
+        )
+    )["Attributes"]["QueueArn"]
+    policy = json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": 7})
+    await native.call(
+        native.sqs,
+        "set_queue_attributes",
+        QueueUrl=await native.queue_url(queue),
+        Attributes={"RedrivePolicy": policy},
+    )
+    async with polybus.connect(url) as again:
+        await again.declare(topic, group)  # an older deployment's queue, declared anew
+        async with again.subscribe(topic, group=group, max_deliveries=3):
+            pass
+    assert json.loads((await native.attributes(queue))["RedrivePolicy"])["maxReceiveCount"] == 7
 
 
 async def test_long_handler_keeps_its_message(url: str) -> None:
@@ -185,6 +230,7 @@ async def test_long_handler_keeps_its_message(url: str) -> None:
         with pytest.raises(TimeoutError):
             await other.get(timeout=6)
         await held.ack()
+    assert held.delivery_attempt == 1
 
 
 async def test_nack_with_delay_comes_back_with_the_next_attempt(bus: Bus) -> None:
@@ -192,42 +238,60 @@ async def test_nack_with_delay_comes_back_with_the_next_attempt(bus: Bus) -> Non
     async with bus.subscribe(topic, group=group) as sub:
         msg_id = await bus.publish(topic, b"later")
         first = await sub.get(timeout=IDLE)
+        nacked = time.monotonic()
         await first.nack(delay=1.5)
         again = await sub.get(timeout=IDLE)
+        assert time.monotonic() - nacked >= 1.5
         assert (again.id, again.delivery_attempt) == (msg_id, 2)
         await again.ack()
 
 
-async def test_cancelled_fetch_loses_nothing(bus: Bus) -> None:
+async def test_close_releases_what_a_cancelled_receive_took(url: str) -> None:
+    """The core cancels a receive only to close its consumer: close waits for the long
+    poll in flight and makes what it took visible at once (not after the 60 s
+    visibility timeout)."""
+    slow = support.with_options(url, visibility_timeout=60, wait_time_seconds=3)
     topic, group = support.name("cancel"), support.name("g")
-    await bus.declare(topic, group)
-    adapter = adapter_of(bus)
-    consumer = adapter.consumer(topic, group, max_in_flight=5)
-    await consumer.open()
-    try:
-        msg_id = await bus.publish(topic, b"in flight")
-        pending = asyncio.create_task(consumer.fetch(5))
-        await asyncio.sleep(0)  # the fetch has started its receive; no I/O can finish yet
+    async with polybus.connect(slow) as bus:
+        await bus.declare(topic, group)
+        consumer = bus.adapter.consumer(GroupSpec(topic, group), max_in_flight=5)
+        assert isinstance(consumer, SQSConsumer)
+        assert consumer.lease == 60
+        await consumer.open()
+        pending = asyncio.create_task(consumer.receive(5))
+        await asyncio.sleep(0.2)  # the long poll is in flight
         pending.cancel()
         with pytest.raises(asyncio.CancelledError):
             await pending
-        got: list[str] = []
-        while msg_id not in got:
-            got += [m.id for m in await asyncio.wait_for(consumer.fetch(5), IDLE)]
-        assert got == [msg_id]
-    finally:
+        msg_id = await bus.publish(topic, b"in flight")  # the orphaned poll takes it
+        started = time.monotonic()
         await consumer.close()
-    async with bus.subscribe(topic, group=group) as sub:
-        back = await sub.get(timeout=IDLE)  # close released it unsettled
-        assert back.id == msg_id
-        await back.ack()
+        assert time.monotonic() - started < 3 + 2 + 1, "close waited past wait_time_seconds"
+        async with bus.subscribe(topic, group=group) as sub:
+            back = await sub.get(timeout=IDLE)  # close released it unsettled
+            assert (back.id, back.delivery_attempt) == (msg_id, 2)
+            await back.ack()
+
+
+async def test_close_gives_back_every_unsettled_message_at_once(url: str) -> None:
+    slow = support.with_options(url, visibility_timeout=60)
+    topic, group = support.name("release"), support.name("g")
+    async with polybus.connect(slow) as bus:
+        await bus.declare(topic, group)
+        ids = await bus.publish_many(topic, [f"held-{i}" for i in range(12)])
+        async with bus.subscribe(topic, group=group, max_in_flight=12) as sub:
+            held = [await sub.get(timeout=IDLE) for _ in range(12)]
+            await held[0].ack()
+        async with bus.subscribe(topic, group=group, max_in_flight=12) as sub:
+            back = {(await sub.get(timeout=IDLE)).id for _ in range(11)}
+    assert back == set(ids) - {held[0].id}
 
 
 async def test_fifo_key_is_message_group_and_id_deduplicates(url: str) -> None:
     topic, group = support.name("fifo"), support.name("g")
     async with (
         polybus.connect(support.with_options(url, fifo="true")) as bus,
-        bus.subscribe(topic, group=group, max_in_flight=10) as sub,
+        bus.subscribe(topic, group=group, max_in_flight=10, ordering="key") as sub,
     ):
         await bus.publish(topic, b"one", key="order-1", id="fixed-id")
         await bus.publish(topic, b"one again", key="order-1", id="fixed-id")
@@ -260,14 +324,31 @@ async def test_unreachable_endpoint_and_no_secret_in_errors(url: str) -> None:
     assert "AKIATEST" not in repr(bus)
 
 
-async def test_group_settings_update_the_redrive_limit(bus: Bus) -> None:
-    topic, group = support.name("limit"), support.name("g")
-    adapter = adapter_of(bus)
-    await adapter.ensure_topic(topic)
-    await adapter.ensure_group(topic, group, GroupSettings(max_deliveries=5))
-    await adapter.ensure_group(topic, group, GroupSettings(max_deliveries=3))
-    queue = await adapter.topology.group_queue(topic, group)
-    attrs = await adapter.clients.sqs(
-        "get_queue_attributes", "t", QueueUrl=queue.url, AttributeNames=["RedrivePolicy"]
-    )
-    assert '"maxReceiveCount": 3' in attrs["Attributes"]["RedrivePolicy"]
+async def test_a_deleted_queue_is_declared_again_under_a_running_subscription(
+    bus: Bus, url: str
+) -> None:
+    """The receive of a vanished queue is a transient failure: the core reopens the
+    consumer, which declares the group (queue, policy, subscription) again."""
+    topic, group = support.name("gone"), support.name("g")
+    native = support.Native(url)
+    async with bus.subscribe(topic, group=group) as sub:
+        first = await bus.publish(topic, b"before")
+        await (await sub.get(timeout=IDLE)).ack()
+        queue = adapter_of(bus).topology.queue_name(topic, group)
+        await native.call(native.sqs, "delete_queue", QueueUrl=await native.queue_url(queue))
+        with pytest.raises(TimeoutError):
+            await sub.get(timeout=3)  # the receive fails; the core declares again
+        ids: list[str] = []
+        got: Message | None = None
+        deadline = time.monotonic() + 60
+        while got is None and time.monotonic() < deadline:
+            ids.append(await bus.publish(topic, b"after"))
+            try:
+                got = await sub.get(timeout=2)
+            except TimeoutError:
+                continue
+        assert got is not None, "the group was not declared again"
+        assert got.id in ids
+        assert got.id != first
+        assert sub.health.reconnects >= 1
+        await got.ack()
