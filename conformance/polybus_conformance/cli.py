@@ -27,6 +27,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--readme", type=Path, help="also regenerate the matrix block of this README"
     )
     parser.add_argument(
+        "--tier",
+        default="conformance",
+        help="tiers to run, comma-separated: conformance, fault, operations",
+    )
+    parser.add_argument(
         "--pytest-args",
         default="",
         metavar="ARGS",
@@ -41,10 +46,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"polybus conformance: {exc}")
         return 2
     argv = [
+        # the plugin is never loaded by merely installing polybus: select it
+        "-p",
+        "polybus_conformance.plugin",
         "--pyargs",
         "polybus_conformance.suite",
         f"--polybus-backend={args.backend}",
         f"--polybus-report={args.report}",
+        f"--polybus-tier={args.tier}",
         "-p",
         "no:cacheprovider",
     ]

@@ -1,7 +1,7 @@
 """The operations tier's brokers: reached through a fault proxy, and the fixtures that
 hand them to tests (registered as a plugin by :mod:`polybus_conformance.plugin`).
 
-A network-fault test gets ``proxied_target`` / ``proxied_bus_factory``: every client
+A network-fault test gets ``polybus_proxied`` / ``polybus_proxied_bus_factory``: every client
 connection goes through a :class:`~polybus_conformance.netfault.FaultProxy` that the
 test can cut or stall. One proxy per backend is started on first use, in front of the
 session's broker; Kafka gets a tansu of its own that advertises the proxy's address
@@ -116,7 +116,7 @@ def stop_all(config: pytest.Config) -> list[str]:
 
 
 @pytest.fixture
-def proxied(polybus_backend: str, request: pytest.FixtureRequest) -> Iterator[Proxied]:
+def polybus_proxied(polybus_backend: str, request: pytest.FixtureRequest) -> Iterator[Proxied]:
     """The backend behind a fault proxy; the proxy is restored after the test."""
     try:
         found = request.config.stash[_PROXIES].get(polybus_backend)
@@ -129,9 +129,9 @@ def proxied(polybus_backend: str, request: pytest.FixtureRequest) -> Iterator[Pr
 
 
 @pytest_asyncio.fixture
-async def proxied_bus_factory(proxied: Proxied) -> AsyncIterator[BusFactory]:
+async def polybus_proxied_bus_factory(polybus_proxied: Proxied) -> AsyncIterator[BusFactory]:
     """Opens buses whose every connection goes through the fault proxy."""
-    factory = BusFactory(proxied.target)
+    factory = BusFactory(polybus_proxied.target)
     try:
         yield factory
     finally:

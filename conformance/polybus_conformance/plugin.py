@@ -1,4 +1,7 @@
-"""The pytest plugin (entry point ``pytest11: polybus``) that runs the conformance suite.
+"""The pytest plugin that runs the conformance suite. Installing polybus does not load it:
+a project selects it with ``-p polybus_conformance.plugin`` (``polybus conformance BACKEND``
+does), and only then does it add its options, fixtures (all named ``polybus_*``) and
+reports.
 
 Options: ``--polybus-backend=NAME[,NAME...]`` (or the ini list ``polybus_backends``;
 default ``memory``), ``--polybus-url`` (one backend only; else ``POLYBUS_<BACKEND>_URL``
@@ -27,7 +30,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-import pytest_asyncio
+
+try:
+    import pytest_asyncio
+except ImportError as exc:  # the suite's extra is missing: say which
+    raise ImportError(
+        "the polybus conformance suite needs pytest-asyncio: pip install 'polybus[conformance]'"
+    ) from exc
 
 import polybus
 from polybus.config import redact
@@ -309,7 +318,7 @@ def polybus_target(polybus_backend: str, request: pytest.FixtureRequest) -> Targ
 
 
 @pytest_asyncio.fixture
-async def bus_factory(polybus_target: Target) -> AsyncIterator[BusFactory]:
+async def polybus_bus_factory(polybus_target: Target) -> AsyncIterator[BusFactory]:
     """Opens fresh buses to the target broker; all are closed after the test."""
     # memory:// runs are isolated: each test gets a broker of its own
     factory = BusFactory(polybus_target, isolated=polybus_target.backend == "memory")
@@ -320,12 +329,12 @@ async def bus_factory(polybus_target: Target) -> AsyncIterator[BusFactory]:
 
 
 @pytest_asyncio.fixture
-async def bus(bus_factory: BusFactory) -> polybus.Bus:
+async def polybus_bus(polybus_bus_factory: BusFactory) -> polybus.Bus:
     """One open bus to the target broker."""
-    return await bus_factory()
+    return await polybus_bus_factory()
 
 
 @pytest.fixture
-def names(request: pytest.FixtureRequest) -> Names:
+def polybus_names(request: pytest.FixtureRequest) -> Names:
     """Unique topic and group names for this test."""
     return Names(getattr(request.node, "originalname", request.node.name))

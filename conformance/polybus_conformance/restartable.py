@@ -1,9 +1,10 @@
 """The fault tier's brokers: private, local, restartable; and the fixtures that hand
 them to tests (registered as a plugin by :mod:`polybus_conformance.plugin`).
 
-A fault test gets ``restartable_target`` / ``restartable_bus_factory`` instead of the
-broker the other tiers share: ``target.broker.restart()`` stops that broker and starts
-it again on the same port and data directory. One broker per backend is started on
+A fault test gets ``polybus_restartable_target`` / ``polybus_restartable_bus_factory``
+instead of the broker the other tiers share: ``target.broker.restart()`` stops that
+broker and starts it again on the same port and data directory. One broker per backend
+is started on
 first use and stopped at the end of the session. It cannot be provided for a broker
 the user gave by URL (the suite cannot restart it), nor for ``memory``; such a test is
 skipped with that reason by :func:`gate`, called from the plugin's one gating place.
@@ -101,16 +102,18 @@ def stop_all(config: pytest.Config) -> list[str]:
 
 
 @pytest.fixture
-def restartable_target(polybus_backend: str, request: pytest.FixtureRequest) -> Target:
+def polybus_restartable_target(polybus_backend: str, request: pytest.FixtureRequest) -> Target:
     """The fault tier's private broker for the backend; ``.broker.restart()`` restarts
     it on the same port and data directory."""
     return request.config.stash[_BROKERS].target(polybus_backend)
 
 
 @pytest_asyncio.fixture
-async def restartable_bus_factory(restartable_target: Target) -> AsyncIterator[BusFactory]:
+async def polybus_restartable_bus_factory(
+    polybus_restartable_target: Target,
+) -> AsyncIterator[BusFactory]:
     """Opens fresh buses to the restartable broker; all are closed after the test."""
-    factory = BusFactory(restartable_target)
+    factory = BusFactory(polybus_restartable_target)
     try:
         yield factory
     finally:

@@ -1,9 +1,9 @@
 """Test tiers: ``conformance`` (every CI run), ``fault`` (broker restart, consumer killed),
-``operations`` (network cut and stall through a TCP proxy, consumer churn, scale-out,
-foreign messages both ways, replay isolation, memory:// fidelity) and ``stress``.
+and ``operations`` (network cut and stall through a TCP proxy, consumer churn,
+scale-out, foreign messages both ways, replay isolation, memory:// fidelity).
 
 A suite test belongs to the tier named by its marker (``@pytest.mark.fault``,
-``@pytest.mark.operations``, ``@pytest.mark.stress``), else to ``conformance``. A run
+``@pytest.mark.operations``), else to ``conformance``. A run
 selects tiers with ``--polybus-tier=conformance,fault`` or the ini list
 ``polybus_tiers``; the default is ``conformance`` only, because the other tiers stop and
 start brokers, cut networks and take longer. Tests
@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 import pytest
 
-TIERS = ("conformance", "fault", "operations", "stress")
+TIERS = ("conformance", "fault", "operations")
 DEFAULT = ("conformance",)
 MARKERS = {
     "fault": "fault tier: broker restart, consumer killed; runs only when the selected "
@@ -25,7 +25,6 @@ MARKERS = {
     "operations": "operations tier: network faults through a TCP proxy, churn, scale-out, "
     "foreign messages, replay isolation; runs only when the selected polybus tiers include "
     "operations",
-    "stress": "stress tier; runs only when the selected polybus tiers include stress",
 }
 
 
@@ -86,7 +85,7 @@ def selected(config: pytest.Config) -> tuple[str, ...]:
 
 def tier_of(item: pytest.Item) -> str:
     """The tier a collected test belongs to."""
-    for name in ("fault", "operations", "stress"):
+    for name in ("fault", "operations"):
         if item.get_closest_marker(name) is not None:
             return name
     return "conformance"

@@ -79,7 +79,17 @@ def test_signalled_pytest_session_kills_its_brokers(tmp_path: Path, sig: int) ->
     log = tmp_path / "child.log"
     with log.open("wb") as out:
         child = subprocess.Popen(
-            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_child.py"],
+            [
+                sys.executable,
+                "-m",
+                "pytest",
+                "-q",
+                "-p",
+                "no:cacheprovider",
+                "-p",
+                "polybus_conformance.plugin",
+                "test_child.py",
+            ],
             cwd=tmp_path,
             env=_env(tmp_path),
             stdout=out,
@@ -198,6 +208,8 @@ def test_url_options_reach_the_conformance_target(tmp_path: Path) -> None:
             "-q",
             "-p",
             "no:cacheprovider",
+            "-p",
+            "polybus_conformance.plugin",
             "--polybus-backend=nats",
             "--polybus-url-options=ack_wait=7",
             "test_child.py",

@@ -78,6 +78,14 @@ def test_fault_tier_is_off_by_default(pytester: pytest.Pytester) -> None:
             pass
         """
     )
-    pytester.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=1, deselected=1)
-    both = pytester.runpytest("-p", "no:cacheprovider", "--polybus-tier=conformance,fault")
+    pytester.runpytest(
+        "-p", "no:cacheprovider", "-p", "polybus_conformance.plugin"
+    ).assert_outcomes(passed=1, deselected=1)
+    both = pytester.runpytest(
+        "-p",
+        "no:cacheprovider",
+        "-p",
+        "polybus_conformance.plugin",
+        "--polybus-tier=conformance,fault",
+    )
     both.assert_outcomes(passed=1, skipped=1)  # memory: no broker to restart

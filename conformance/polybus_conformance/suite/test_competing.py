@@ -18,13 +18,13 @@ CONSUMERS = 3
 
 @needs("competing_consumers")
 async def test_competing_consumers(
-    polybus_target: Target, bus_factory: BusFactory, names: Names
+    polybus_target: Target, polybus_bus_factory: BusFactory, polybus_names: Names
 ) -> None:
     """4 competing consumers: each message goes to one consumer of the group"""
-    topic, group = names.topic(), names.group()
+    topic, group = polybus_names.topic(), polybus_names.group()
     profile = polybus_target.profile
-    buses = [await bus_factory() for _ in range(CONSUMERS)]
-    producer = await bus_factory()
+    buses = [await polybus_bus_factory() for _ in range(CONSUMERS)]
+    producer = await polybus_bus_factory()
     await producer.declare(topic, group)
     deliveries: list[tuple[int, Message]] = []
     acked: dict[str, int] = {}

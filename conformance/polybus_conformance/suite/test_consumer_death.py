@@ -17,12 +17,12 @@ pytestmark = pytest.mark.asyncio
 
 @needs(NETWORK)
 async def test_unsettled_return_after_consumer_dies(
-    polybus_target: Target, bus_factory: BusFactory, names: Names
+    polybus_target: Target, polybus_bus_factory: BusFactory, polybus_names: Names
 ) -> None:
     """10 unsettled messages come back after their consumer process is killed (SIGKILL)"""
-    topic, group = names.topic(), names.group()
+    topic, group = polybus_names.topic(), polybus_names.group()
     profile = polybus_target.profile
-    producer = await bus_factory()
+    producer = await polybus_bus_factory()
     await producer.declare(topic, group)
     ids = await producer.publish_many(topic, [f"orphan-{i}" for i in range(5)])
     child = await asyncio.create_subprocess_exec(
@@ -49,7 +49,7 @@ async def test_unsettled_return_after_consumer_dies(
         if child.returncode is None:
             child.send_signal(signal.SIGKILL)
         await child.wait()
-    consumer = await bus_factory()
+    consumer = await polybus_bus_factory()
     async with consumer.subscribe(topic, group=group) as sub:
         back = await collect_ids(sub, ids, idle_timeout=profile.redelivery_timeout)
     assert {m.id for m in back} == set(ids)

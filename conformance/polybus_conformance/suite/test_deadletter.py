@@ -46,14 +46,14 @@ def _check_dead_letter(
 
 
 async def test_dead_letter_after_max_deliveries(
-    polybus_target: Target, bus_factory: BusFactory, names: Names
+    polybus_target: Target, polybus_bus_factory: BusFactory, polybus_names: Names
 ) -> None:
     """12 dead-letter: after max deliveries the message lands in the DLQ with its metadata,
     and the rest of the stream keeps flowing (Worker + reliability middleware)"""
-    topic, group = names.topic(), names.group()
+    topic, group = polybus_names.topic(), polybus_names.group()
     profile = polybus_target.profile
     middleware = _reliability_middleware(LIMIT)
-    bus, producer = await bus_factory(), await bus_factory()
+    bus, producer = await polybus_bus_factory(), await polybus_bus_factory()
     await producer.declare(topic, group)
     poison = Outgoing(b"\x00poison\xff", key="poison-key", headers={"x-case": "poison"})
     poison_id = (await producer.publish_many(topic, [poison]))[0]
@@ -89,13 +89,13 @@ async def test_dead_letter_after_max_deliveries(
 
 
 async def test_dead_letter_at_delivery_limit(
-    polybus_target: Target, bus_factory: BusFactory, names: Names
+    polybus_target: Target, polybus_bus_factory: BusFactory, polybus_names: Names
 ) -> None:
     """12 dead-letter at the limit: a message nacked max_deliveries times moves to the DLQ
     with its metadata, unseen a further time, while the group keeps flowing"""
-    topic, group = names.topic(), names.group()
+    topic, group = polybus_names.topic(), polybus_names.group()
     profile = polybus_target.profile
-    producer, consumer = await bus_factory(), await bus_factory()
+    producer, consumer = await polybus_bus_factory(), await polybus_bus_factory()
     original = Outgoing(b"native-poison", key="np", headers={"x-case": "native"})
     attempts: list[int] = []
     acked: set[str] = set()

@@ -12,12 +12,18 @@ pytestmark = pytest.mark.asyncio
 
 
 @needs("broker_dedup")
-async def test_broker_dedup(polybus_target: Target, bus_factory: BusFactory, names: Names) -> None:
+async def test_broker_dedup(
+    polybus_target: Target, polybus_bus_factory: BusFactory, polybus_names: Names
+) -> None:
     """13 broker dedup: the same id published twice is delivered once"""
-    topic, group = names.topic(), names.group()
-    first, second, consumer = await bus_factory(), await bus_factory(), await bus_factory()
+    topic, group = polybus_names.topic(), polybus_names.group()
+    first, second, consumer = (
+        await polybus_bus_factory(),
+        await polybus_bus_factory(),
+        await polybus_bus_factory(),
+    )
     await consumer.declare(topic, group)
-    dup = f"dup-{names.token}"
+    dup = f"dup-{polybus_names.token}"
     await first.publish(topic, b"original", id=dup)
     await second.publish(topic, b"original", id=dup)  # another client, same id
     marker = await first.publish(topic, b"marker")
@@ -29,11 +35,13 @@ async def test_broker_dedup(polybus_target: Target, bus_factory: BusFactory, nam
     assert [m.id for m in received].count(dup) == 1
 
 
-async def test_backpressure(polybus_target: Target, bus_factory: BusFactory, names: Names) -> None:
+async def test_backpressure(
+    polybus_target: Target, polybus_bus_factory: BusFactory, polybus_names: Names
+) -> None:
     """14 backpressure: never more than max_in_flight unsettled messages"""
-    topic, group = names.topic(), names.group()
+    topic, group = polybus_names.topic(), polybus_names.group()
     limit = 5
-    producer, consumer = await bus_factory(), await bus_factory()
+    producer, consumer = await polybus_bus_factory(), await polybus_bus_factory()
     await consumer.declare(topic, group)
     ids = await producer.publish_many(topic, [f"bp-{i}" for i in range(4 * limit)])
     profile = polybus_target.profile

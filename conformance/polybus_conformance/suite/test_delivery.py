@@ -15,17 +15,17 @@ pytestmark = pytest.mark.asyncio
 
 
 async def test_persistence_without_consumer(
-    polybus_target: Target, bus_factory: BusFactory, names: Names
+    polybus_target: Target, polybus_bus_factory: BusFactory, polybus_names: Names
 ) -> None:
     """2 persistence: messages published while no consumer runs are delivered later"""
-    topic, group = names.topic(), names.group()
-    creator = await bus_factory()
+    topic, group = polybus_names.topic(), polybus_names.group()
+    creator = await polybus_bus_factory()
     await creator.declare(topic, group)
     await creator.close()  # the group exists; no client of it is connected any more
-    producer = await bus_factory()
+    producer = await polybus_bus_factory()
     ids = await producer.publish_many(topic, [f"offline-{i}" for i in range(20)])
     await producer.close()
-    consumer = await bus_factory()
+    consumer = await polybus_bus_factory()
     async with consumer.subscribe(topic, group=group) as sub:
         received = await collect_ids(sub, ids, idle_timeout=polybus_target.profile.idle_timeout)
     assert {m.id for m in received} == set(ids)
@@ -34,14 +34,14 @@ async def test_persistence_without_consumer(
 # No capability needed: with a single active consumer the other four stand by, and
 # still nothing may be lost.
 async def test_no_loss_under_concurrency(
-    polybus_target: Target, bus_factory: BusFactory, names: Names
+    polybus_target: Target, polybus_bus_factory: BusFactory, polybus_names: Names
 ) -> None:
     """3 no loss: 20 concurrent publishers, 5 consumers in one group, all N delivered"""
-    topic, group = names.topic(), names.group()
+    topic, group = polybus_names.topic(), polybus_names.group()
     n = polybus_target.profile.volume
     publishers = 20
-    consumer_buses = [await bus_factory() for _ in range(5)]
-    producer_buses = [await bus_factory() for _ in range(2)]
+    consumer_buses = [await polybus_bus_factory() for _ in range(5)]
+    producer_buses = [await polybus_bus_factory() for _ in range(2)]
     await consumer_buses[0].declare(topic, group)
     published: list[str] = []
     received: set[str] = set()
@@ -85,45 +85,53 @@ async def test_no_loss_under_concurrency(
 
 
 @needs("fan_out")
-async def test_fan_out(polybus_target: Target, bus_factory: BusFactory, names: Names) -> None:
+async def test_fan_out(
+    polybus_target: Target, polybus_bus_factory: BusFactory, polybus_names: Names
+) -> None:
     """5 fan-out: two groups of one topic each receive all N"""
-    topic, first, second = names.topic(), names.group("a"), names.group("b")
-    producer = await bus_factory()
+    topic, first, second = polybus_names.topic(), polybus_names.group("a"), polybus_names.group("b")
+    producer = await polybus_bus_factory()
     await producer.declare(topic, first)
     await producer.declare(topic, second)
     ids = await producer.publish_many(
         topic, [f"fan-{i}" for i in range(polybus_target.profile.volume)]
     )
     for group in (first, second):
-        consumer = await bus_factory()
+        consumer = await polybus_bus_factory()
         async with consumer.subscribe(topic, group=group) as sub:
             received = await collect_ids(sub, ids, idle_timeout=polybus_target.profile.idle_timeout)
         assert {m.id for m in received} == set(ids), f"group {group} missed messages"
 
 
 async def test_topic_isolation(
-    polybus_target: Target, bus_factory: BusFactory, names: Names
+    polybus_target: Target, polybus_bus_factory: BusFactory, polybus_names: Names
 ) -> None:
     """6 topic isolation: a group receives only its own topic's messages"""
-    topic_a, topic_b, group = names.topic("a"), names.topic("b"), names.group()
-    producer = await bus_factory()
+    topic_a, topic_b, group = (
+        polybus_names.topic("a"),
+        polybus_names.topic("b"),
+        polybus_names.group(),
+    )
+    producer = await polybus_bus_factory()
     await producer.declare(topic_a, group)
     await producer.declare(topic_b, group)  # the same group name on the other topic
     ids_a = await producer.publish_many(topic_a, [f"a-{i}" for i in range(10)])
     ids_b = await producer.publish_many(topic_b, [f"b-{i}" for i in range(10)])
     profile = polybus_target.profile
     for topic, ids in ((topic_a, ids_a), (topic_b, ids_b)):
-        consumer = await bus_factory()
+        consumer = await polybus_bus_factory()
         async with consumer.subscribe(topic, group=group) as sub:
             received = await collect_ids(sub, ids, idle_timeout=profile.idle_timeout)
             assert all(m.topic == topic for m in received)
             await expect_nothing(sub, profile.quiet, why=f"only {topic} was consumed")
 
 
-async def test_batch_publish(polybus_target: Target, bus_factory: BusFactory, names: Names) -> None:
+async def test_batch_publish(
+    polybus_target: Target, polybus_bus_factory: BusFactory, polybus_names: Names
+) -> None:
     """15 batch publish: publish_many of 1,000 messages is delivered completely"""
-    topic, group = names.topic(), names.group()
-    producer, consumer = await bus_factory(), await bus_factory()
+    topic, group = polybus_names.topic(), polybus_names.group()
+    producer, consumer = await polybus_bus_factory(), await polybus_bus_factory()
     await consumer.declare(topic, group)
     batch = [Outgoing(f"batch-{i}".encode(), key=f"k{i % 10}") for i in range(1000)]
     ids = await producer.publish_many(topic, batch)

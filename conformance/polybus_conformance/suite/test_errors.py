@@ -76,11 +76,11 @@ async def test_bad_configuration(polybus_target: Target) -> None:
 
 
 async def test_message_too_large(
-    polybus_target: Target, bus_factory: BusFactory, names: Names
+    polybus_target: Target, polybus_bus_factory: BusFactory, polybus_names: Names
 ) -> None:
     """16 errors: a too-large message gives MessageTooLarge and nothing is half-published"""
-    topic, group = names.topic(), names.group()
-    producer, consumer = await bus_factory(), await bus_factory()
+    topic, group = polybus_names.topic(), polybus_names.group()
+    producer, consumer = await polybus_bus_factory(), await polybus_bus_factory()
     await consumer.declare(topic, group)
     limit = polybus_target.capabilities.max_message_size
     too_big = b"x" * (limit + 1)

@@ -1,6 +1,6 @@
 """Catalogue 20-22, fault tier: a broker restart loses nothing that was confirmed.
 
-Each test runs against the fault tier's own broker (``restartable_target``), which
+Each test runs against the fault tier's own broker (``polybus_restartable_target``), which
 ``broker.restart()`` stops and starts again on the same port and data directory.
 
 The contract for a broker that goes away under a running client (20-22): the client
@@ -34,34 +34,40 @@ log = logging.getLogger("polybus.conformance.fault")
 
 @needs(NETWORK, "persistent")
 async def test_fault_confirmed_survive_restart(
-    restartable_target: Target, restartable_bus_factory: BusFactory, names: Names
+    polybus_restartable_target: Target,
+    polybus_restartable_bus_factory: BusFactory,
+    polybus_names: Names,
 ) -> None:
     """20 fault, broker restart: confirmed messages survive it and reach an existing group"""
-    topic, group = names.topic(), names.group()
-    creator = await restartable_bus_factory()
+    topic, group = polybus_names.topic(), polybus_names.group()
+    creator = await polybus_restartable_bus_factory()
     await creator.declare(topic, group)
     ids = await creator.publish_many(topic, [f"durable-{i}" for i in range(20)])
     await creator.close()  # no client is connected while the broker restarts
-    await asyncio.to_thread(restartable_target.broker.restart)
-    consumer = await restartable_bus_factory()
+    await asyncio.to_thread(polybus_restartable_target.broker.restart)
+    consumer = await polybus_restartable_bus_factory()
     async with consumer.subscribe(topic, group=group) as sub:
-        received = await collect_ids(sub, ids, idle_timeout=restartable_target.profile.idle_timeout)
+        received = await collect_ids(
+            sub, ids, idle_timeout=polybus_restartable_target.profile.idle_timeout
+        )
     assert {m.id for m in received} == set(ids)
 
 
 @needs(NETWORK, "persistent")
 async def test_fault_consumer_survives_crash(
-    restartable_target: Target, restartable_bus_factory: BusFactory, names: Names
+    polybus_restartable_target: Target,
+    polybus_restartable_bus_factory: BusFactory,
+    polybus_names: Names,
 ) -> None:
     """21 fault, broker crash (SIGKILL) under a running subscription: it recovers or
     raises BrokerUnavailable, and every confirmed message is delivered"""
-    topic, group = names.topic(), names.group()
-    idle = restartable_target.profile.idle_timeout
-    producer = await restartable_bus_factory()
+    topic, group = polybus_names.topic(), polybus_names.group()
+    idle = polybus_restartable_target.profile.idle_timeout
+    producer = await polybus_restartable_bus_factory()
     await producer.declare(topic, group)
     before = await producer.publish_many(topic, [f"before-{i}" for i in range(20)])
     tally = _Tally(before)
-    consumer = await restartable_bus_factory()
+    consumer = await polybus_restartable_bus_factory()
     sub = consumer.subscribe(topic, group=group, max_in_flight=5)
     await sub.open()
     surfaced: BrokerUnavailable | None = None
@@ -69,8 +75,8 @@ async def test_fault_consumer_survives_crash(
         # half consumed and acked; the rest waits in the broker or in the client's
         # prefetch, unsettled, when the broker dies
         await tally.receive_count(sub, 10, idle)
-        await asyncio.to_thread(restartable_target.broker.restart, hard=True)
-        publisher = await restartable_bus_factory()
+        await asyncio.to_thread(polybus_restartable_target.broker.restart, hard=True)
+        publisher = await polybus_restartable_bus_factory()
         after = await publisher.publish_many(topic, [f"after-{i}" for i in range(10)])
         tally.allow(after)
         try:
@@ -84,7 +90,7 @@ async def test_fault_consumer_survives_crash(
             await sub.close()
     if surfaced is not None:
         # whatever the broken subscription did not deliver, a fresh client receives
-        fresh = await restartable_bus_factory()
+        fresh = await polybus_restartable_bus_factory()
         async with fresh.subscribe(topic, group=group) as again:
             await tally.receive(again, [*before, *after], idle)
     assert tally.missing([*before, *after]) == set()
@@ -92,20 +98,22 @@ async def test_fault_consumer_survives_crash(
 
 @needs(NETWORK, "persistent")
 async def test_fault_publisher_survives_restart(
-    restartable_target: Target, restartable_bus_factory: BusFactory, names: Names
+    polybus_restartable_target: Target,
+    polybus_restartable_bus_factory: BusFactory,
+    polybus_names: Names,
 ) -> None:
     """22 fault, broker restart under a connected publisher: it publishes again (after
     BrokerUnavailable or a retryable PublishError at most), nothing confirmed is lost"""
-    topic, group = names.topic(), names.group()
-    idle = restartable_target.profile.idle_timeout
-    producer = await restartable_bus_factory()
+    topic, group = polybus_names.topic(), polybus_names.group()
+    idle = polybus_restartable_target.profile.idle_timeout
+    producer = await polybus_restartable_bus_factory()
     await producer.declare(topic, group)
     confirmed = await producer.publish_many(topic, [f"first-{i}" for i in range(5)])
-    await asyncio.to_thread(restartable_target.broker.restart)
+    await asyncio.to_thread(polybus_restartable_target.broker.restart)
     deadline = time.monotonic() + idle
     for i in range(5):
         confirmed.append(await _publish_until_confirmed(producer, topic, f"then-{i}", deadline))
-    consumer = await restartable_bus_factory()
+    consumer = await polybus_restartable_bus_factory()
     async with consumer.subscribe(topic, group=group) as sub:
         received = await collect_ids(sub, confirmed, idle_timeout=idle)
     assert {m.id for m in received} == set(confirmed)

@@ -26,13 +26,13 @@ REOPENS = 10
 
 
 async def test_ops_reopen_a_group_many_times(
-    polybus_target: Target, bus_factory: BusFactory, names: Names
+    polybus_target: Target, polybus_bus_factory: BusFactory, polybus_names: Names
 ) -> None:
     """32 churn: a group reopened 10 times in a row while messages wait; each fresh
     subscription gets its first message within the idle timeout, nothing is lost"""
-    topic, group = names.topic(), names.group()
+    topic, group = polybus_names.topic(), polybus_names.group()
     profile = polybus_target.profile
-    producer, consumer = await bus_factory(), await bus_factory()
+    producer, consumer = await polybus_bus_factory(), await polybus_bus_factory()
     await producer.declare(topic, group)
     ids = await producer.publish_many(topic, [f"wait-{i}" for i in range(REOPENS)])
     acked: list[str] = []
@@ -50,16 +50,16 @@ async def test_ops_reopen_a_group_many_times(
 
 
 async def test_ops_concurrent_close_then_a_fresh_consumer_gets_the_rest(
-    polybus_target: Target, bus_factory: BusFactory, names: Names
+    polybus_target: Target, polybus_bus_factory: BusFactory, polybus_names: Names
 ) -> None:
     """33 churn: three consumers of one group closed at once mid-stream; a fresh consumer
     then receives every message not acked"""
-    topic, group = names.topic(), names.group()
+    topic, group = polybus_names.topic(), polybus_names.group()
     profile = polybus_target.profile
-    producer = await bus_factory()
+    producer = await polybus_bus_factory()
     await producer.declare(topic, group)
     ids = await producer.publish_many(topic, [f"mid-{i}" for i in range(60)])
-    buses = [await bus_factory() for _ in range(3)]
+    buses = [await polybus_bus_factory() for _ in range(3)]
     subs = [b.subscribe(topic, group=group, max_in_flight=4) for b in buses]
     for sub in subs:
         await sub.open()
@@ -81,7 +81,7 @@ async def test_ops_concurrent_close_then_a_fresh_consumer_gets_the_rest(
         await asyncio.gather(*(s.close() for s in subs))  # all at once, mid-stream
     left = set(ids) - acked
     assert left, "the stream was consumed before the close: the test proves nothing"
-    fresh = await bus_factory()
+    fresh = await polybus_bus_factory()
     async with fresh.subscribe(topic, group=group) as sub:
         while left - acked:
             msg = await next_message(
@@ -95,13 +95,13 @@ async def test_ops_concurrent_close_then_a_fresh_consumer_gets_the_rest(
 
 @needs(NETWORK)
 async def test_ops_sigkill_mid_batch_the_survivor_takes_over(
-    polybus_target: Target, bus_factory: BusFactory, names: Names
+    polybus_target: Target, polybus_bus_factory: BusFactory, polybus_names: Names
 ) -> None:
     """34 churn: a consumer process killed (SIGKILL) mid-batch while another consumer of
     the group keeps running; the survivor receives the dead one's unsettled messages"""
-    topic, group = names.topic(), names.group()
+    topic, group = polybus_names.topic(), polybus_names.group()
     profile = polybus_target.profile
-    producer, survivor_bus = await bus_factory(), await bus_factory()
+    producer, survivor_bus = await polybus_bus_factory(), await polybus_bus_factory()
     await producer.declare(topic, group)
     victim = await asyncio.create_subprocess_exec(
         sys.executable,

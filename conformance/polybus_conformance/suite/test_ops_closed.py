@@ -11,11 +11,13 @@ from polybus_conformance.fixtures import BusFactory, Names
 pytestmark = [pytest.mark.asyncio, pytest.mark.operations]
 
 
-async def test_ops_closed_bus_raises_bus_closed(bus_factory: BusFactory, names: Names) -> None:
+async def test_ops_closed_bus_raises_bus_closed(
+    polybus_bus_factory: BusFactory, polybus_names: Names
+) -> None:
     """40 closed bus: publish, subscribe, declare and replay on a closed bus raise
     BusClosed, and its open subscriptions end"""
-    topic, group = names.topic(), names.group()
-    bus = await bus_factory()
+    topic, group = polybus_names.topic(), polybus_names.group()
+    bus = await polybus_bus_factory()
     await bus.declare(topic, group)
     sub = await bus.subscribe(topic, group=group).open()
     await bus.close()

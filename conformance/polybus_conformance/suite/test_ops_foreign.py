@@ -1,5 +1,5 @@
 """Operations tier: messages from and to plain native clients (services in other
-languages, legacy producers), through the broker's own client and the documented names."""
+languages, legacy producers), through the broker's own client and the documented polybus_names."""
 
 from __future__ import annotations
 
@@ -20,15 +20,15 @@ HEADERS = {"x-source": "legacy-billing", "x-trace": "abc123"}
 
 @needs(NATIVE_CLIENT)
 async def test_ops_foreign_messages_get_distinct_stable_ids(
-    polybus_target: Target, bus_factory: BusFactory, names: Names
+    polybus_target: Target, polybus_bus_factory: BusFactory, polybus_names: Names
 ) -> None:
     """36 foreign messages in: a plain native producer's messages (no polybus headers)
     arrive byte-exact with their headers, attempt 1, and ids that are unique per message
     (two identical messages differ) and, where the broker has an identity, stable
     across redeliveries"""
-    topic, group = names.topic(), names.group()
+    topic, group = polybus_names.topic(), polybus_names.group()
     profile = polybus_target.profile
-    bus = await bus_factory()
+    bus = await polybus_bus_factory()
     await bus.declare(topic, group)
     native = client(polybus_target.backend, polybus_target.url)
     body = "the same body twice, €".encode()
@@ -60,13 +60,13 @@ async def test_ops_foreign_messages_get_distinct_stable_ids(
 
 @needs(NATIVE_CLIENT)
 async def test_ops_identical_foreign_messages_are_both_processed_with_idempotency(
-    polybus_target: Target, bus_factory: BusFactory, names: Names
+    polybus_target: Target, polybus_bus_factory: BusFactory, polybus_names: Names
 ) -> None:
     """37 foreign messages in, with idempotency: two identical foreign messages are two
     messages; the idempotency and poison middleware never take one for the other"""
-    topic, group = names.topic(), names.group()
+    topic, group = polybus_names.topic(), polybus_names.group()
     profile = polybus_target.profile
-    bus = await bus_factory()
+    bus = await polybus_bus_factory()
     await bus.declare(topic, group)
     handled: list[str] = []
     worker = polybus.Worker(
@@ -99,14 +99,14 @@ async def test_ops_identical_foreign_messages_are_both_processed_with_idempotenc
 
 @needs(NATIVE_CLIENT)
 async def test_ops_native_consumers_read_polybus_messages_plainly(
-    polybus_target: Target, bus_factory: BusFactory, names: Names
+    polybus_target: Target, polybus_bus_factory: BusFactory, polybus_names: Names
 ) -> None:
     """38 foreign consumers out: a plain native consumer reads polybus's bodies
     byte-exact (no envelope around bytes, JSON as plain JSON text) and its user headers
     as native headers"""
-    topic = names.topic()
+    topic = polybus_names.topic()
     profile = polybus_target.profile
-    bus = await bus_factory()
+    bus = await polybus_bus_factory()
     await bus.declare(topic)
     native = client(polybus_target.backend, polybus_target.url)
     reader = await native.reader(topic)

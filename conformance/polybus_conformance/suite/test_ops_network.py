@@ -77,10 +77,10 @@ class _Publisher:
 
 
 async def _ride_out(
-    proxied: Proxied, factory: BusFactory, names: Names, fault: str, seconds: float
+    polybus_proxied: Proxied, factory: BusFactory, polybus_names: Names, fault: str, seconds: float
 ) -> None:
-    topic, group = names.topic(), names.group()
-    profile = proxied.target.profile
+    topic, group = polybus_names.topic(), polybus_names.group()
+    profile = polybus_proxied.target.profile
     recovery = profile.idle_timeout + 15
     consumer_bus, publisher_bus = await factory(), await factory()
     await publisher_bus.declare(topic, group)
@@ -98,11 +98,11 @@ async def _ride_out(
         await worker.wait_ready()
         await wait_for(lambda: len(publisher.confirmed) >= 10, within=recovery, what="publishing")
         before = len(publisher.confirmed)
-        getattr(proxied.proxy, fault)()
+        getattr(polybus_proxied.proxy, fault)()
         log.info("%s: %s for %.0fs", topic, fault, seconds)
         # the fault's length is the subject here: no readiness is awaited
         await asyncio.sleep(seconds)
-        proxied.proxy.restore()
+        polybus_proxied.proxy.restore()
         await wait_for(
             lambda: len(publisher.confirmed) >= before + 10,
             within=recovery,
@@ -140,18 +140,20 @@ async def _ride_out(
 
 @needs(NETWORK)
 async def test_ops_worker_rides_out_a_connection_cut(
-    proxied: Proxied, proxied_bus_factory: BusFactory, names: Names
+    polybus_proxied: Proxied, polybus_proxied_bus_factory: BusFactory, polybus_names: Names
 ) -> None:
     """30 network cut: every connection reset for 10 s; the Worker keeps running and
     processes every confirmed message, no publish blocks beyond publish_timeout"""
-    await _ride_out(proxied, proxied_bus_factory, names, "cut", CUT_SECONDS)
+    await _ride_out(polybus_proxied, polybus_proxied_bus_factory, polybus_names, "cut", CUT_SECONDS)
 
 
 @needs(NETWORK)
 async def test_ops_worker_rides_out_a_stall(
-    proxied: Proxied, proxied_bus_factory: BusFactory, names: Names
+    polybus_proxied: Proxied, polybus_proxied_bus_factory: BusFactory, polybus_names: Names
 ) -> None:
     """31 network stall: every byte held for 15 s, connections kept; the Worker keeps
     running and processes every confirmed message, no publish blocks beyond
     publish_timeout"""
-    await _ride_out(proxied, proxied_bus_factory, names, "stall", STALL_SECONDS)
+    await _ride_out(
+        polybus_proxied, polybus_proxied_bus_factory, polybus_names, "stall", STALL_SECONDS
+    )

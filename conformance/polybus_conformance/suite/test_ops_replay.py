@@ -17,13 +17,13 @@ pytestmark = [pytest.mark.asyncio, pytest.mark.operations]
 
 @pytest.mark.parametrize("idempotency", [False, True], ids=["plain", "idempotent"])
 async def test_ops_replay_reaches_only_its_group(
-    polybus_target: Target, bus_factory: BusFactory, names: Names, idempotency: bool
+    polybus_target: Target, polybus_bus_factory: BusFactory, polybus_names: Names, idempotency: bool
 ) -> None:
     """39 replay isolation: a dead letter of one group, replayed, is processed by that
     group only (with or without idempotency), and replaying twice does not double it"""
-    topic = names.topic()
+    topic = polybus_names.topic()
     profile = polybus_target.profile
-    bus = await bus_factory()
+    bus = await polybus_bus_factory()
     for group in ("fulfilment", "analytics"):
         await bus.declare(topic, group)
     counts: dict[str, Counter[str]] = {"fulfilment": Counter(), "analytics": Counter()}
@@ -51,7 +51,7 @@ async def test_ops_replay_reaches_only_its_group(
         await wait_for(
             lambda: counts["analytics"][sent] == 1, within=profile.idle_timeout, what="analytics"
         )
-        dlq = await bus_factory()
+        dlq = await polybus_bus_factory()
         async with dlq.dead_letters(topic, group="fulfilment") as dead:
             copy = await next_message(dead, profile.idle_timeout, "the dead letter")
             await copy.nack()  # left for the replay

@@ -24,13 +24,13 @@ SHARE = 0.2
 
 @needs(NETWORK, "competing_consumers")
 async def test_ops_two_processes_share_an_unordered_group(
-    polybus_target: Target, bus_factory: BusFactory, names: Names
+    polybus_target: Target, polybus_bus_factory: BusFactory, polybus_names: Names
 ) -> None:
     """35 scale-out: two consumer processes of an unordered group, 10 ms of work per
     message: each processes at least a fifth of 200 messages"""
-    topic, group = names.topic(), names.group()
+    topic, group = polybus_names.topic(), polybus_names.group()
     profile = polybus_target.profile
-    producer = await bus_factory()
+    producer = await polybus_bus_factory()
     await producer.declare(topic, group)
     done: Counter[int] = Counter()
     seen: set[str] = set()

@@ -76,18 +76,24 @@ async def _check_order(
 
 
 @needs("key_order", "key_order_competing")
-async def test_per_key_order(polybus_target: Target, bus_factory: BusFactory, names: Names) -> None:
+async def test_per_key_order(
+    polybus_target: Target, polybus_bus_factory: BusFactory, polybus_names: Names
+) -> None:
     """7 per-key order: 16 keys interleaved, 3 consumers of a key-ordered group, order kept
     per key"""
-    buses = [await bus_factory() for _ in range(3)]
-    await _check_order(polybus_target, buses, names.topic(), names.group(), max_in_flight=8)
+    buses = [await polybus_bus_factory() for _ in range(3)]
+    await _check_order(
+        polybus_target, buses, polybus_names.topic(), polybus_names.group(), max_in_flight=8
+    )
 
 
 @needs("key_order")
 async def test_per_key_order_single_consumer(
-    polybus_target: Target, bus_factory: BusFactory, names: Names
+    polybus_target: Target, polybus_bus_factory: BusFactory, polybus_names: Names
 ) -> None:
     """7 per-key order: 16 keys interleaved, one consumer of a key-ordered group, order kept
     per key"""
-    buses = [await bus_factory()]
-    await _check_order(polybus_target, buses, names.topic(), names.group(), max_in_flight=8)
+    buses = [await polybus_bus_factory()]
+    await _check_order(
+        polybus_target, buses, polybus_names.topic(), polybus_names.group(), max_in_flight=8
+    )

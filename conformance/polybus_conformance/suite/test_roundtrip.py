@@ -14,11 +14,11 @@ UNICODE = "grüße, 世界 ✓ 🚀 — ñ"
 
 
 async def test_round_trip_fields(
-    polybus_target: Target, bus_factory: BusFactory, names: Names
+    polybus_target: Target, polybus_bus_factory: BusFactory, polybus_names: Names
 ) -> None:
     """1 round trip: binary, empty and unicode bodies, key, headers and id preserved exactly"""
-    topic, group = names.topic(), names.group()
-    producer, consumer = await bus_factory(), await bus_factory()
+    topic, group = polybus_names.topic(), polybus_names.group()
+    producer, consumer = await polybus_bus_factory(), await polybus_bus_factory()
     await consumer.declare(topic, group)
     sent = [
         Outgoing(bytes(range(256)) * 4, key="key-binary", headers={"x-kind": "binary"}),
@@ -56,15 +56,15 @@ async def test_round_trip_fields(
 
 
 async def test_round_trip_max_size(
-    polybus_target: Target, bus_factory: BusFactory, names: Names
+    polybus_target: Target, polybus_bus_factory: BusFactory, polybus_names: Names
 ) -> None:
     """1 round trip: a message of exactly the declared max size arrives byte-exact"""
-    topic, group = names.topic(), names.group()
-    producer, consumer = await bus_factory(), await bus_factory()
+    topic, group = polybus_names.topic(), polybus_names.group()
+    producer, consumer = await polybus_bus_factory(), await polybus_bus_factory()
     await consumer.declare(topic, group)
     limit = polybus_target.capabilities.max_message_size
     headers = {"x-size": "max"}
-    msg_id = f"max-{names.token}"
+    msg_id = f"max-{polybus_names.token}"
     overhead = producer.envelope(b"", key="big", headers=headers, id=msg_id).size
     body = bytes((i * 7) % 256 for i in range(limit - overhead))
     await producer.publish(topic, body, key="big", headers=headers, id=msg_id)

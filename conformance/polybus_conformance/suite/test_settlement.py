@@ -15,11 +15,11 @@ pytestmark = pytest.mark.asyncio
 
 
 async def test_redelivery_on_nack(
-    polybus_target: Target, bus_factory: BusFactory, names: Names
+    polybus_target: Target, polybus_bus_factory: BusFactory, polybus_names: Names
 ) -> None:
     """8 redelivery on nack: every message nacked once comes back with delivery_attempt 2"""
-    topic, group = names.topic(), names.group()
-    producer, consumer = await bus_factory(), await bus_factory()
+    topic, group = polybus_names.topic(), polybus_names.group()
+    producer, consumer = await polybus_bus_factory(), await polybus_bus_factory()
     await consumer.declare(topic, group)
     ids = await producer.publish_many(topic, [f"nack-{i}" for i in range(10)])
     attempts: dict[str, list[int]] = {i: [] for i in ids}
@@ -49,15 +49,15 @@ async def test_redelivery_on_nack(
 
 @needs("delayed_redelivery")
 async def test_delayed_redelivery(
-    polybus_target: Target, bus_factory: BusFactory, names: Names
+    polybus_target: Target, polybus_bus_factory: BusFactory, polybus_names: Names
 ) -> None:
     """9 delayed redelivery: a message nacked with delay d is not redelivered before d"""
-    topic, group = names.topic(), names.group()
+    topic, group = polybus_names.topic(), polybus_names.group()
     profile = polybus_target.profile
     delay = profile.nack_delay
     if polybus_target.capabilities.max_delay is not None:
         delay = min(delay, polybus_target.capabilities.max_delay)
-    producer, consumer = await bus_factory(), await bus_factory()
+    producer, consumer = await polybus_bus_factory(), await polybus_bus_factory()
     await consumer.declare(topic, group)
     msg_id = await producer.publish(topic, b"later", key="delayed")
     async with consumer.subscribe(topic, group=group, max_in_flight=1) as sub:
@@ -75,35 +75,35 @@ async def test_delayed_redelivery(
 
 
 async def test_unsettled_return_after_close(
-    polybus_target: Target, bus_factory: BusFactory, names: Names
+    polybus_target: Target, polybus_bus_factory: BusFactory, polybus_names: Names
 ) -> None:
     """10 unsettled messages come back after their consumer closes without settling"""
-    topic, group = names.topic(), names.group()
-    producer = await bus_factory()
+    topic, group = polybus_names.topic(), polybus_names.group()
+    producer = await polybus_bus_factory()
     await producer.declare(topic, group)
     ids = await producer.publish_many(topic, [f"unsettled-{i}" for i in range(5)])
     profile = polybus_target.profile
-    first = await bus_factory()
+    first = await polybus_bus_factory()
     async with first.subscribe(topic, group=group, max_in_flight=5) as sub:
         held = await collect(sub, 5, idle_timeout=profile.idle_timeout, ack=False)
     assert {m.id for m in held} == set(ids)
     await first.close()
-    second = await bus_factory()
+    second = await polybus_bus_factory()
     async with second.subscribe(topic, group=group) as sub:
         back = await collect_ids(sub, ids, idle_timeout=profile.redelivery_timeout)
     assert {m.id for m in back} == set(ids)
 
 
 async def test_resume_after_last_ack(
-    polybus_target: Target, bus_factory: BusFactory, names: Names
+    polybus_target: Target, polybus_bus_factory: BusFactory, polybus_names: Names
 ) -> None:
     """11 resume: reopening a group continues after the last ack; no acked message returns"""
-    topic, group = names.topic(), names.group()
-    producer = await bus_factory()
+    topic, group = polybus_names.topic(), polybus_names.group()
+    producer = await polybus_bus_factory()
     await producer.declare(topic, group)
     ids = await producer.publish_many(topic, [f"resume-{i}" for i in range(20)])
     profile = polybus_target.profile
-    first = await bus_factory()
+    first = await polybus_bus_factory()
     async with first.subscribe(topic, group=group, max_in_flight=5) as sub:
         acked = await collect(sub, 10, idle_timeout=profile.idle_timeout)
     await first.close()
@@ -111,7 +111,7 @@ async def test_resume_after_last_ack(
     assert len(acked_ids) == 10, "ten distinct messages were acked"
     remaining = [i for i in ids if i not in acked_ids]
     later = await producer.publish_many(topic, [f"resume-late-{i}" for i in range(5)])
-    second = await bus_factory()
+    second = await polybus_bus_factory()
     async with second.subscribe(topic, group=group) as sub:
         back = await collect_ids(sub, remaining + later, idle_timeout=profile.redelivery_timeout)
         returned = [m.id for m in back if m.id in acked_ids]
@@ -119,14 +119,16 @@ async def test_resume_after_last_ack(
         await expect_nothing(sub, profile.quiet, why="every message was acked")
 
 
-async def test_batch_ack(polybus_target: Target, bus_factory: BusFactory, names: Names) -> None:
+async def test_batch_ack(
+    polybus_target: Target, polybus_bus_factory: BusFactory, polybus_names: Names
+) -> None:
     """11b batch ack: messages settled with ack_many never return; the others do"""
-    topic, group = names.topic(), names.group()
-    producer = await bus_factory()
+    topic, group = polybus_names.topic(), polybus_names.group()
+    producer = await polybus_bus_factory()
     await producer.declare(topic, group)
     ids = await producer.publish_many(topic, [f"batch-{i}" for i in range(20)])
     profile = polybus_target.profile
-    first = await bus_factory()
+    first = await polybus_bus_factory()
     async with first.subscribe(topic, group=group, max_in_flight=20) as sub:
         batch: list[Message] = []
         while len(batch) < 10:
@@ -136,7 +138,7 @@ async def test_batch_ack(polybus_target: Target, bus_factory: BusFactory, names:
     acked_ids = {m.id for m in batch}
     assert len(acked_ids) == 10, "ten distinct messages were acked"
     remaining = [i for i in ids if i not in acked_ids]
-    second = await bus_factory()
+    second = await polybus_bus_factory()
     async with second.subscribe(topic, group=group) as sub:
         back = await collect_ids(sub, remaining, idle_timeout=profile.redelivery_timeout)
         returned = [m.id for m in back if m.id in acked_ids]
