@@ -149,6 +149,15 @@ class KafkaConsumer(Consumer):
                 return out
             await wake.wait()
 
+    def poll(self, max_messages: int) -> Sequence[Message]:
+        """What the fetch thread buffered already (the core's fast path)."""
+        if self._closed or self._failure is not None:
+            return ()  # receive says why
+        out = self.state.take(max_messages, time.monotonic())
+        if out:
+            self._kick.set()
+        return out
+
     async def ack(self, messages: Sequence[Message]) -> None:
         """Queue the receipts; the ledgers apply them before any commit is computed."""
         if len(messages) == 1:  # the core acks one message at a time: the hot path

@@ -169,20 +169,31 @@ class MemoryConsumer(Consumer):
                     with self.broker.lock, contextlib.suppress(ValueError):
                         group.waiters.remove(wake)
 
+    def poll(self, max_messages: int) -> Sequence[Message]:
+        group = self.group
+        if group is None or self.closed:
+            return ()
+        with self.broker.lock:
+            if self.broker.down:
+                return ()
+            entries = group.take(max_messages, time.monotonic(), self)
+        return [self._message(e) for e in entries]
+
     def _message(self, entry: Entry) -> Message:
         env = entry.envelope
+        # positional, in field order: the cheapest way to build the dataclass
         return Message(
-            id=env.id,
-            topic=self.spec.topic,
-            body=env.body,
-            group=self.spec.group,
-            key=env.key,
-            headers=dict(env.headers),
-            content_type=env.content_type,
-            published_at=env.published_at,
-            delivery_attempt=entry.deliveries,
-            raw=entry,
-            receipt=(entry, entry.token),
+            env.id,
+            self.spec.topic,
+            env.body,
+            self.spec.group,
+            env.key,
+            dict(env.headers),
+            env.content_type,
+            env.published_at,
+            entry.deliveries,
+            entry,
+            (entry, entry.token),
         )
 
     def _open_group(self) -> Group:
@@ -191,13 +202,21 @@ class MemoryConsumer(Consumer):
         return self.group
 
     async def ack(self, messages: Sequence[Message]) -> None:
-        group = self._open_group()
-        with self.broker.lock:
-            self.broker.check()
+        group = self.group
+        if group is None:
+            raise SettlementError("memory: the consumer is not open")
+        broker = self.broker
+        unlocked = False
+        with broker.lock:
+            if broker.down:
+                broker.check()
+            settle = group.settle
             for msg in messages:
                 entry, token = msg.receipt
-                group.settle(entry, token, self)
-            group.wake()
+                if settle(entry, token, self):
+                    unlocked = True
+            if unlocked and group.waiters:  # a key's next message may go out now
+                group.wake()
 
     async def nack(self, message: Message, delay: float | None) -> None:
         group = self._open_group()

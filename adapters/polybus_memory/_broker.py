@@ -55,11 +55,14 @@ class Group:
     out: dict[int, Entry] = field(default_factory=dict)
     """Entries out with a consumer, by ``id``."""
     waiters: list[Callable[[], None]] = field(default_factory=list)
+    lanes: bool = field(init=False, default=False)
+
+    def __post_init__(self) -> None:
+        # keys get lanes only in key-ordered groups with key locks; fixed at creation
+        self.lanes = self.ordering is Ordering.KEY and self.key_locks
 
     def _lane_key(self, entry: Entry) -> str | None:
-        if self.ordering is Ordering.KEY and self.key_locks:
-            return entry.envelope.key
-        return None
+        return entry.envelope.key if self.lanes else None
 
     def push(self, entry: Entry) -> None:
         key = self._lane_key(entry)
@@ -98,13 +101,16 @@ class Group:
         return entry.token == token and entry.holder is holder and holder is not None
 
     def settle(self, entry: Entry, token: int, holder: object) -> bool:
-        """Acked: gone for good. False for a stale settlement (ignored)."""
-        if not self._held(entry, token, holder):
+        """Acked: gone for good. True if a lane was unlocked (a waiter may go on now);
+        a stale settlement is ignored."""
+        if entry.token != token or entry.holder is not holder or holder is None:
             return False
         entry.holder = None
         self.out.pop(id(entry), None)
-        self._unlock(entry)
-        return True
+        if self.lanes and entry.envelope.key is not None:
+            self._unlock(entry)
+            return True
+        return False
 
     def give_back(self, entry: Entry, token: int, holder: object, delay: float, now: float) -> bool:
         """Nacked: back at once, or after ``delay`` (its lane stays locked meanwhile)."""

@@ -134,6 +134,11 @@ class NatsConsumer(Consumer):
                 async with asyncio.timeout(max(0.0, self._deadline - time.monotonic())):
                     await self._wake.wait()
 
+    def poll(self, max_messages: int) -> Sequence[Message]:
+        if self._error is not None or self._closed or self._sub is None:
+            return ()  # receive says why
+        return self._hand_out(max_messages)
+
     def _hand_out(self, max_messages: int) -> list[Message]:
         out: list[Message] = []
         # a margin: the server started the lease when it sent the message

@@ -125,6 +125,7 @@ class Subscription:
         self.group = spec.group
         self.max_in_flight = max_in_flight
         self.delivery: DeliveryMode = delivery
+        self._ack_first = delivery == "at_most_once"
         self.max_deliveries = max_deliveries
         self._new_consumer = adapter_consumer
         self._producer = producer
@@ -213,6 +214,14 @@ class Subscription:
         for timer in self._timers:
             timer.cancel()
         self._timers.clear()
+        if self._receiving is not None:
+            self._receiving.cancel()
+        if self._background:
+            # dead-lettering in progress is a publish and an ack: let it finish (within
+            # the publish bound), so a copy that is published is also settled
+            await asyncio.wait(
+                set(self._background), timeout=self._producer.adapter.publish_timeout + 2
+            )
         running = [t for t in (self._receiving, *self._background) if t is not None]
         for task in running:
             task.cancel()
@@ -264,7 +273,7 @@ class Subscription:
         else:
             async with asyncio.timeout(timeout):
                 msg = await self._next()
-        if self.delivery == "at_most_once":
+        if self._ack_first:
             await msg.ack()
         return msg
 
@@ -289,7 +298,7 @@ class Subscription:
         limit = max_messages or self.max_in_flight
         while ready and len(out) < limit:
             out.append(ready.popleft())
-        if self.delivery == "at_most_once":
+        if self._ack_first:
             await self.ack_many(out[1:])  # get acked the first
         return out
 
@@ -306,6 +315,13 @@ class Subscription:
                 raise failure
             free = self.max_in_flight - self._unsettled
             if self._receiving is None and free > 0:
+                consumer = self._consumer
+                if consumer is not None:
+                    # what the consumer holds already: no task, no wait (the hot path)
+                    ready = consumer.poll(free)
+                    if ready:
+                        self._accept(consumer, ready)
+                        continue
                 self._receiving = asyncio.get_running_loop().create_task(self._receive(free))
             self._changed.clear()
             await self._changed.wait()
@@ -422,7 +438,9 @@ class Subscription:
         """``msg`` leaves this subscription's books (settled, or given back)."""
         self._unsettled -= 1
         via = msg._via
-        left = self._out[via] = self._out[via] - 1
+        out = self._out
+        left = out[via] - 1
+        out[via] = left
         if self._leased is not None:
             self._leased.pop(id(msg), None)
         gate = self._gate
@@ -431,12 +449,14 @@ class Subscription:
             if nxt is not None:
                 self._ready.append(nxt)
         self._changed.set()
-        if left <= 0 and via in self._retired:
+        if left <= 0 and self._retired and via in self._retired:
             self._closing(via)
 
     def _settle_ack(self, msg: Message) -> Awaitable[None]:
         # not a coroutine: the adapter's ack is the only awaitable, one frame less
-        via = self._check(msg, "ack")
+        if self._closed:
+            self._check(msg, "ack")  # raises, naming the reason
+        via: Consumer = msg._via
         msg.settlement = "ack"
         self._forget(msg)
         if self._observer is not None:

@@ -34,8 +34,8 @@ errors, publish time bound
 Required: :meth:`Adapter.from_url`, :meth:`Adapter.declare`, :meth:`Adapter.publish`,
 :meth:`Adapter.consumer`, :meth:`Consumer.receive`, :meth:`Consumer.ack`,
 :meth:`Consumer.nack` and :meth:`Consumer.close` (eight methods). Optional:
-``Adapter.open``/``close`` (connections), ``Consumer.open`` and ``Consumer.extend``
-(leases).
+``Adapter.open``/``close`` (connections), ``Consumer.open``, ``Consumer.extend``
+(leases) and ``Consumer.poll`` (messages already held, without waiting: a fast path).
 
 Threading: every method is called from the event loop that opened the bus; a blocking
 native client runs in a thread of the adapter's own. Errors: native exceptions are
@@ -151,6 +151,13 @@ class Consumer(abc.ABC):
         messages it handed out are settled) and opens a fresh one. If cancelled (by
         :meth:`close`), whatever the call took from the broker goes back with close.
         """
+
+    def poll(self, max_messages: int) -> Sequence[Message]:
+        """Up to ``max_messages`` messages the consumer holds already, without waiting
+        (an optional fast path: the core tries it before starting a :meth:`receive`).
+        The same contract as :meth:`receive` otherwise; never called while a receive is
+        pending. Default: none."""
+        return ()
 
     @abc.abstractmethod
     async def ack(self, messages: Sequence[Message]) -> None:
