@@ -22,6 +22,7 @@ from polybus.spi import (
     Consumer,
     Envelope,
     GroupSpec,
+    Lag,
     Message,
     parse_settings,
     parse_url,
@@ -65,6 +66,8 @@ def capabilities(settings: MemorySettings) -> Capabilities:
         native_delivery_count=True,
         native_dead_letter=False,
         delayed_redelivery=True,
+        lag_messages=True,
+        lag_seconds=True,
         broker_dedup=False,
         max_message_size=settings.max_message_size,
     )
@@ -112,6 +115,17 @@ class MemoryAdapter(Adapter):
                 failed_ids=tuple(e.id for e in envelopes),
             )
         self.broker.publish(topic, envelopes)
+
+    async def lag(self, group: GroupSpec) -> Lag:
+        found = self.broker.group(group.topic, group.group)
+        if found is None:
+            raise ConfigError("group", f"memory: no group {group.group!r} on {group.topic!r}")
+        with self.broker.lock:
+            waiting = found.unsettled()
+        if not waiting:
+            return Lag(0, None)
+        oldest = min(e.envelope.published_at for e in waiting)
+        return Lag(len(waiting), max(0.0, time.time() - oldest.timestamp()))
 
     def consumer(self, group: GroupSpec, *, max_in_flight: int) -> Consumer:
         s = self.settings

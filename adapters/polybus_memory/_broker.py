@@ -175,6 +175,11 @@ class Group:
             out.append(entry)
         return out
 
+    def unsettled(self) -> list[Entry]:
+        """Every entry not settled yet: waiting, delayed or out with a consumer."""
+        lanes = [e for lane in self.keyed.values() for e in lane]
+        return [*self.free, *lanes, *(e for _, _, e in self.delayed), *self.out.values()]
+
     def next_due(self) -> float | None:
         due = [self.delayed[0][0]] if self.delayed else []
         if self.visibility_timeout is not None and self.out:

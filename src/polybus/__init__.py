@@ -13,6 +13,7 @@
 
 from . import errors, headers, stores, sync
 from ._bus import Bus, connect
+from ._lag import Lag
 from ._message import Envelope, Message, Outgoing
 from ._pipeline.supervision import Health
 from ._subscription import DeliveryMode, Subscription
@@ -56,6 +57,7 @@ __all__ = [
     "Health",
     "Idempotency",
     "InvalidMessage",
+    "Lag",
     "Message",
     "MessageTooLarge",
     "Middleware",

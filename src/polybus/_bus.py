@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from . import _codec, _registry, config
 from . import headers as h
 from ._deadletter import replay_envelope
+from ._lag import Lag
 from ._message import NO_HEADERS, Envelope, Outgoing, make_envelope, new_id, new_ids, now
 from ._producer import Producer, PublishHook, State
 from ._subscription import DeliveryMode, Subscription, check_options
@@ -311,6 +312,21 @@ class Bus:
             await self._topology.topic(topic)
         else:
             await self._topology.group(spec)
+
+    async def lag(self, topic: str, group: str) -> Lag:
+        """``group``'s backlog on ``topic`` from the broker: :class:`~polybus.Lag`
+        (messages not yet settled, age in seconds of the oldest), each None where the
+        backend cannot say (``capabilities.lag_messages`` / ``lag_seconds``). Reading it
+        never disturbs the group."""
+        self._state.check()
+        return await self.adapter.lag(self._topology.spec(topic, group))
+
+    async def dead_letter_lag(self, topic: str, group: str) -> Lag:
+        """The dead letters waiting for ``group`` of ``topic`` (their count and the age
+        of the oldest), as :meth:`lag` reports them."""
+        self._state.check()
+        spec = self._topology.spec(self.dead_letter_topic(topic, group), DLQ_GROUP)
+        return await self.adapter.lag(spec)
 
     def dead_letter_topic(self, topic: str, group: str) -> str:
         """The topic that receives ``group``'s dead letters (a regular topic)."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
@@ -155,6 +156,9 @@ class Subscription:
         self._observer: Callable[[Message, str], None] | None = None
         """Told every settlement (``ack``, ``nack``, ``dead_letter``, ``skipped``); the
         test harness (:mod:`polybus.testing`) listens here."""
+        self._time_lag: float | None = None
+        self._observe_lag: Callable[[float], None] | None = None
+        """Told each batch's time lag (the metrics, when configured)."""
         self._ever_opened = False
         self._opened = False
         self._closed = False
@@ -178,8 +182,18 @@ class Subscription:
 
     @property
     def health(self) -> Health:
-        """The subscription's state (running, reconnecting since when and why...)."""
-        return self._supervisor.health
+        """The subscription's state (running, reconnecting since when and why...) and
+        its time lag."""
+        health = self._supervisor.health
+        if self._time_lag is None:
+            return health
+        return dataclasses.replace(health, time_lag=self._time_lag)
+
+    @property
+    def time_lag(self) -> float | None:
+        """Seconds from publish to receipt of the oldest message of the latest batch
+        this subscription received: its lag as a consumer sees it, on every backend."""
+        return self._time_lag
 
     # -- lifecycle ----------------------------------------------------------------
 
@@ -404,6 +418,11 @@ class Subscription:
         ready = self._ready
         isolate = self.spec.dead_letter_topic is not None
         group = self.group
+        stamp = batch[0].published_at
+        if stamp is not None:  # once per batch: the hot path stays per-message cheap
+            self._time_lag = max(0.0, time.time() - stamp.timestamp())
+            if self._observe_lag is not None:
+                self._observe_lag(self._time_lag)
         for msg in batch:
             msg._settler = self
             msg._via = consumer

@@ -84,6 +84,10 @@ class Capabilities:
     max_deliveries: int | None = None
     """The largest ``max_deliveries`` a subscription may ask for, if bounded (the
     broker stops counting deliveries beyond it)."""
+    lag_messages: bool = False
+    """``bus.lag`` reports how many messages a group has not settled."""
+    lag_seconds: bool = False
+    """``bus.lag`` reports the age of the oldest message a group has not settled."""
     stable_foreign_ids: bool = True
     """A message published by another (non-polybus) client keeps one ``id`` across its
     redeliveries (the broker has a message identity). False: each delivery of such a

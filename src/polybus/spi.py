@@ -35,7 +35,8 @@ Required: :meth:`Adapter.from_url`, :meth:`Adapter.declare`, :meth:`Adapter.publ
 :meth:`Adapter.consumer`, :meth:`Consumer.receive`, :meth:`Consumer.ack`,
 :meth:`Consumer.nack` and :meth:`Consumer.close` (eight methods). Optional:
 ``Adapter.open``/``close`` (connections), ``Consumer.open``, ``Consumer.extend``
-(leases) and ``Consumer.poll`` (messages already held, without waiting: a fast path).
+(leases), ``Consumer.poll`` (messages already held, without waiting: a fast path) and
+``Adapter.lag`` (a group's backlog, for operators).
 
 Threading: every method is called from the event loop that opened the bus; a blocking
 native client runs in a thread of the adapter's own. Errors: native exceptions are
@@ -56,6 +57,7 @@ from . import headers as h
 from ._backoff import Backoff
 from ._codec import BYTES, JSON, TEXT
 from ._deadletter import DLQ_GROUP
+from ._lag import Lag
 from ._message import Envelope, Message, new_id, now
 from ._names import fit_name
 from .capabilities import Capabilities, Ordering
@@ -73,6 +75,7 @@ __all__ = [
     "Envelope",
     "EnvelopeFields",
     "GroupSpec",
+    "Lag",
     "Message",
     "Ordering",
     "ParsedUrl",
@@ -231,6 +234,14 @@ class Adapter(abc.ABC):
     @abc.abstractmethod
     def consumer(self, group: GroupSpec, *, max_in_flight: int) -> Consumer:
         """A new, not yet opened, consumer of ``group`` (declared already)."""
+
+    async def lag(self, group: GroupSpec) -> Lag:
+        """``group``'s backlog and the age of its oldest unsettled message, read from
+        the broker without disturbing the group (no consuming, no delivery counts
+        changed); None for what the broker cannot say (set ``Capabilities.lag_messages``
+        and ``lag_seconds`` to match). A group that does not exist raises ConfigError.
+        Optional; the default knows nothing."""
+        return Lag(None, None)
 
 
 # -- the envelope codec for brokers without native fields ------------------------

@@ -25,6 +25,7 @@ from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from ._bus import Bus, PublishHook
 from ._bus import connect as _async_connect
+from ._lag import Lag
 from ._message import Envelope, Message, Outgoing
 from ._pipeline.supervision import Health
 from ._subscription import DeliveryMode, Subscription
@@ -177,6 +178,12 @@ class SyncBus:
         self, topic: str, group: str | None = None, *, ordering: Ordering | str = Ordering.NONE
     ) -> None:
         return self._call(self.bus.declare, topic, group, ordering=ordering)
+
+    def lag(self, topic: str, group: str) -> Lag:
+        return self._call(self.bus.lag, topic, group)
+
+    def dead_letter_lag(self, topic: str, group: str) -> Lag:
+        return self._call(self.bus.dead_letter_lag, topic, group)
 
     def dead_letter_topic(self, topic: str, group: str) -> str:
         return self.bus.dead_letter_topic(topic, group)

@@ -37,13 +37,16 @@ class Health:
 
     ``state`` is ``starting`` (not consuming yet), ``running``, ``reconnecting``
     (the broker is unreachable; ``since`` says from when, ``last_error`` why) or
-    ``closed``. ``reconnects`` counts the outages ridden out so far.
+    ``closed``. ``reconnects`` counts the outages ridden out so far. ``time_lag`` is the
+    consumer's own view of lag: seconds between publishing and receiving of the oldest
+    message of the latest batch received (None before the first).
     """
 
     state: State
     since: datetime
     last_error: str | None = None
     reconnects: int = 0
+    time_lag: float | None = None
 
     @property
     def healthy(self) -> bool:
