@@ -17,6 +17,8 @@ from ._topology import DEFAULT_DEAD_LETTER_TOPIC, Topology, check_name, check_te
 from .capabilities import Capabilities, Ordering
 from .errors import ConfigError, InvalidMessage
 from .spi import DLQ_GROUP, Adapter
+from .telemetry import Telemetry
+from .telemetry import resolve as resolve_telemetry
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -37,6 +39,7 @@ def connect(
     publish_retry: PublishHook | bool | None = None,
     dead_letter_topic: str | None = None,
     reconnect_timeout: float | None = None,
+    telemetry: Telemetry | bool | None = None,
     **options: Any,
 ) -> Bus:
     """Make a :class:`Bus` for ``url`` (or ``POLYBUS_URL``, a TOML file, ``memory://``).
@@ -51,12 +54,16 @@ def connect(
     ``{topic}`` and ``{group}`` (default ``"{topic}.{group}.dlq"``), the same on every
     backend. ``reconnect_timeout`` is how long a subscription rides out a lost broker
     before ``get`` raises BrokerUnavailable (default 60 s; ``math.inf``: forever).
+    ``telemetry`` turns on OpenTelemetry traces and metrics (:mod:`polybus.telemetry`):
+    ``True`` for the global providers, or a configured ``Telemetry``.
     """
     resolved, file_options = config.resolve(url)
     merged = {**file_options, **options}
     template = dead_letter_topic or merged.pop("dead_letter_topic", None)
     if reconnect_timeout is None:
         reconnect_timeout = merged.pop("reconnect_timeout", None)
+    if telemetry is None:
+        telemetry = merged.pop("telemetry", None)
     parsed = config.parse_url(resolved)
     adapter_cls = _registry.load(parsed.scheme)
     adapter = adapter_cls.from_url(resolved, merged)
@@ -72,6 +79,7 @@ def connect(
         reconnect_timeout=DEFAULT_RECONNECT_TIMEOUT
         if reconnect_timeout is None
         else reconnect_timeout,
+        telemetry=resolve_telemetry(telemetry),
     )
 
 
@@ -92,6 +100,7 @@ class Bus:
         publish_hook: PublishHook | None = None,
         dead_letter_topic: str = DEFAULT_DEAD_LETTER_TOPIC,
         reconnect_timeout: float = DEFAULT_RECONNECT_TIMEOUT,
+        telemetry: Telemetry | None = None,
     ) -> None:
         check_options(1, "at_least_once", None, reconnect_timeout)
         if reconnect_timeout is None:
@@ -103,7 +112,8 @@ class Bus:
         self.reconnect_timeout = reconnect_timeout
         self._state = State(self.url)
         self._topology = Topology(adapter, check_template(dead_letter_topic))
-        self._producer = Producer(adapter, self._topology, self._state, publish_hook)
+        self.telemetry = telemetry
+        self._producer = Producer(adapter, self._topology, self._state, publish_hook, telemetry)
         self._subscriptions: set[Subscription] = set()
         self._was_open = False
 
@@ -295,6 +305,7 @@ class Bus:
                 self.reconnect_timeout if reconnect_timeout is None else reconnect_timeout
             ),
             registry=self._subscriptions,
+            telemetry=self.telemetry,
         )
 
     async def declare(

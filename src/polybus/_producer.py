@@ -6,11 +6,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING
 
 from ._message import Envelope
 from ._topology import Topology, check_name
 from .errors import BusClosed, MessageTooLarge, PublishError
 from .spi import Adapter
+
+if TYPE_CHECKING:
+    from .telemetry import Telemetry
 
 __all__ = ["PUBLISH_GRACE", "Producer", "PublishHook"]
 
@@ -48,16 +52,29 @@ class Producer:
     ``publish_timeout``."""
 
     def __init__(
-        self, adapter: Adapter, topology: Topology, state: State, hook: PublishHook | None
+        self,
+        adapter: Adapter,
+        topology: Topology,
+        state: State,
+        hook: PublishHook | None,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self.adapter = adapter
         self.topology = topology
         self.state = state
         self.hook = hook
+        self.telemetry = telemetry
 
     async def publish(self, topic: str, envelopes: Sequence[Envelope]) -> None:
         self.state.check()
         check_name("topic", topic)
+        if self.telemetry is None:
+            await self._publish(topic, envelopes)
+            return
+        with self.telemetry.publishing(self.adapter.name, topic, envelopes) as stamped:
+            await self._publish(topic, stamped)
+
+    async def _publish(self, topic: str, envelopes: Sequence[Envelope]) -> None:
         adapter = self.adapter
         limit = adapter.capabilities.max_message_size
         for env in envelopes:

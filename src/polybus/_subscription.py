@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from . import headers as h
 from ._deadletter import dead_letter_envelope
+from ._events import emit
 from ._message import Message
 from ._pipeline.keys import KeyGate
 from ._pipeline.leases import LeaseKeeper
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
 
     from ._producer import Producer, State
     from ._topology import Topology
+    from .telemetry import Telemetry
 
 log = logging.getLogger("polybus.subscription")
 
@@ -98,6 +100,7 @@ class Subscription:
         max_deliveries: int | None,
         reconnect_timeout: float,
         registry: set[Subscription],
+        telemetry: Telemetry | None = None,
     ) -> None:
         check_options(max_in_flight, delivery, max_deliveries, reconnect_timeout)
         caps = producer.adapter.capabilities
@@ -157,8 +160,7 @@ class Subscription:
         """Told every settlement (``ack``, ``nack``, ``dead_letter``, ``skipped``); the
         test harness (:mod:`polybus.testing`) listens here."""
         self._time_lag: float | None = None
-        self._observe_lag: Callable[[float], None] | None = None
-        """Told each batch's time lag (the metrics, when configured)."""
+        self._telemetry = telemetry
         self._ever_opened = False
         self._opened = False
         self._closed = False
@@ -421,8 +423,9 @@ class Subscription:
         stamp = batch[0].published_at
         if stamp is not None:  # once per batch: the hot path stays per-message cheap
             self._time_lag = max(0.0, time.time() - stamp.timestamp())
-            if self._observe_lag is not None:
-                self._observe_lag(self._time_lag)
+        if self._telemetry is not None:
+            name = self._producer.adapter.name
+            self._telemetry.received(name, self.topic, self.group, count, self._time_lag)
         for msg in batch:
             msg._settler = self
             msg._via = consumer
@@ -604,6 +607,7 @@ class Subscription:
             await self._give_back(msg, via, delay)
             raise
         self._forget(msg)
+        emit("dead_lettered", topic=self.topic, group=self.group)
         if self._observer is not None:
             self._observer(msg, "dead_letter")
         log.warning("dead-lettered %s id=%s reason=%s", self._where, msg.id, reason)

@@ -23,6 +23,7 @@ from .errors import PERMANENT, ConfigError, Reject
 
 if TYPE_CHECKING:
     from ._bus import Bus
+    from .telemetry import Telemetry
 
 log = logging.getLogger("polybus.worker")
 
@@ -286,13 +287,34 @@ class Worker:
             pool = ThreadPoolExecutor(route.max_in_flight, thread_name_prefix="polybus-handler")
             base = _in_thread(route.func, sig, pool)
         handler = chain(base, self.middleware)
+        telemetry = self.bus.telemetry
+        depth: asyncio.Task[None] | None = None
+        if telemetry is not None:
+            handler = _traced(handler, telemetry, self.bus.backend)
         try:
             if await self._open(sub):
+                if telemetry is not None and self.bus.capabilities.lag_messages:
+                    depth = asyncio.ensure_future(self._watch_depth(route, telemetry))
                 await self._serve_with(handler, sub)
         finally:
+            if depth is not None:
+                depth.cancel()
+                await asyncio.gather(depth, return_exceptions=True)
             await sub.close()
             if pool is not None:
                 pool.shutdown(wait=False)
+
+    async def _watch_depth(self, route: _Route, telemetry: Telemetry) -> None:
+        """The dead-letter depth metric of ``route``'s group, every ``depth_interval``."""
+        while True:
+            try:
+                lag = await self.bus.dead_letter_lag(route.topic, route.group)
+            except Exception as exc:  # an outage: the next reading tells
+                log.debug("dead-letter depth of %s unavailable: %s", route.name, exc)
+            else:
+                if lag.messages is not None:
+                    telemetry.record_depth(route.topic, route.group, lag.messages)
+            await asyncio.sleep(telemetry.depth_interval)
 
     async def _open(self, sub: Subscription) -> bool:
         """Open the subscription (retrying while the broker is unreachable); False if
@@ -372,6 +394,16 @@ class Worker:
                 await asyncio.wait(pending)
         if fetch_error is not None:
             raise fetch_error
+
+
+def _traced(handler: Handler, telemetry: Telemetry, system: str) -> Handler:
+    """The outermost wrapper: a consumer span per message, continuing its trace."""
+
+    async def traced(msg: Message) -> None:
+        with telemetry.processing(system, msg):
+            await handler(msg)
+
+    return traced
 
 
 async def _call(hook: Callable[[], Any]) -> None:

@@ -30,6 +30,7 @@ from ._message import Envelope, Message, Outgoing
 from ._pipeline.supervision import Health
 from ._subscription import DeliveryMode, Subscription
 from .capabilities import Capabilities, Ordering
+from .telemetry import Telemetry
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -45,6 +46,7 @@ def connect(
     publish_retry: PublishHook | bool | None = None,
     dead_letter_topic: str | None = None,
     reconnect_timeout: float | None = None,
+    telemetry: Telemetry | bool | None = None,
     **options: Any,
 ) -> SyncBus:
     """Connect, blocking; the same arguments as :func:`polybus.connect`."""
@@ -53,6 +55,7 @@ def connect(
         publish_retry=publish_retry,
         dead_letter_topic=dead_letter_topic,
         reconnect_timeout=reconnect_timeout,
+        telemetry=telemetry,
         **options,
     )
     portal_cm = start_blocking_portal()
@@ -93,6 +96,10 @@ class SyncBus:
     @property
     def publish_hook(self) -> PublishHook | None:
         return self.bus.publish_hook
+
+    @property
+    def telemetry(self) -> Telemetry | None:
+        return self.bus.telemetry
 
     def __enter__(self) -> SyncBus:
         return self
@@ -239,6 +246,10 @@ class SyncSubscription:
     @property
     def capabilities(self) -> Capabilities:
         return self.subscription.capabilities
+
+    @property
+    def time_lag(self) -> float | None:
+        return self.subscription.time_lag
 
     def open(self) -> SyncSubscription:
         self._portal.call(self.subscription.open)

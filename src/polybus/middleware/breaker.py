@@ -29,6 +29,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Literal
 
+from .._events import emit
 from .._message import Message
 from .._worker import Handler
 from ..errors import ConfigError, Reject
@@ -157,5 +158,7 @@ class CircuitBreaker:
         changed, self._changed = self._changed, None
         if changed is not None:
             changed.set()  # wake the waiters; they re-check the new state
-        if old != state and self._on_change is not None:
-            self._on_change(old, state)
+        if old != state:
+            emit("breaker_state", state=state, breaker=id(self))
+            if self._on_change is not None:
+                self._on_change(old, state)

@@ -46,6 +46,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from .. import headers as h
+from .._events import emit
 from .._message import Message
 from .._worker import Handler
 from ..errors import ConfigError, Reject
@@ -246,6 +247,7 @@ class Idempotency:
 
     def _skipped(self, msg: Message, detail: str = "") -> None:
         """The one log line of a skipped duplicate (the Worker then acks it)."""
+        emit("duplicate_skipped", topic=msg.topic, group=msg.group)
         log.info(
             "duplicate skipped topic=%s group=%s id=%s strategy=%s%s",
             msg.topic,

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from .._backoff import Backoff
+from .._events import emit
 from .._message import Message, now
 from .._worker import Handler
 from ..errors import ConfigError
@@ -135,6 +136,7 @@ class Retry:
                 await self._nack_later(msg, key, past, delay, exc)
                 return
             past.previous_delay = delay
+            emit("retry", topic=msg.topic, group=msg.group, where="process")
             log.debug(
                 "retrying in process in %.3fs topic=%s group=%s id=%s attempt=%d error=%s",
                 delay,
@@ -178,6 +180,7 @@ class Retry:
             delay = self._capped(msg, delay, caps.max_delay)
         past.previous_delay = delay
         self._remember(key, past)
+        emit("retry", topic=msg.topic, group=msg.group, where="broker")
         log.info(
             "retrying through the broker in %.3fs topic=%s group=%s id=%s attempt=%d error=%s",
             delay,
