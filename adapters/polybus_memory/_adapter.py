@@ -116,6 +116,9 @@ class MemoryAdapter(Adapter):
             )
         self.broker.publish(topic, envelopes)
 
+    async def delete_group(self, group: GroupSpec) -> None:
+        self.broker.delete_group(group.topic, group.group)
+
     async def lag(self, group: GroupSpec) -> Lag:
         found = self.broker.group(group.topic, group.group)
         if found is None:

@@ -250,6 +250,12 @@ class Broker:
                 )
             return found
 
+    def delete_group(self, topic: str, group: str) -> None:
+        with self.lock:
+            found = self.topics.get(topic, {}).pop(group, None)
+            if found is not None:
+                found.wake()  # a consumer still waiting sees nothing more
+
     def group(self, topic: str, group: str) -> Group | None:
         with self.lock:
             return self.topics.get(topic, {}).get(group)

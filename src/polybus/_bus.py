@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Generator, Iterable, Mapping
+from collections.abc import AsyncIterator, Generator, Iterable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from . import _codec, _registry, config
@@ -338,6 +340,52 @@ class Bus:
         self._state.check()
         spec = self._topology.spec(self.dead_letter_topic(topic, group), DLQ_GROUP)
         return await self.adapter.lag(spec)
+
+    @asynccontextmanager
+    async def tail(self, topic: str, *, max_in_flight: int = 64) -> AsyncIterator[Subscription]:
+        """A temporary group of its own on ``topic`` (no dead-letter topic), removed on
+        exit: follows new messages without taking any group's. Needs a backend that can
+        delete groups (``Adapter.delete_group``)."""
+        self._state.check()
+        group = f"polybus-tail-{new_id()[:12]}"
+        spec = replace(self._topology.spec(topic, group), dead_letter_topic=None)
+        sub = Subscription(
+            spec=spec,
+            adapter_consumer=self.adapter.consumer,
+            producer=self._producer,
+            topology=self._topology,
+            state=self._state,
+            max_in_flight=max_in_flight,
+            delivery="at_most_once",
+            max_deliveries=None,
+            reconnect_timeout=self.reconnect_timeout,
+            registry=self._subscriptions,
+            telemetry=self.telemetry,
+        )
+        try:
+            async with sub:
+                yield sub
+        finally:
+            await self.adapter.delete_group(spec)
+
+    async def purge_dead_letters(
+        self, topic: str, *, group: str, ids: Iterable[str] | None = None, idle_timeout: float = 1.0
+    ) -> int:
+        """Delete dead letters of ``group`` (those of ``ids``, or all); return how many."""
+        wanted = None if ids is None else set(ids)
+        count = 0
+        async with self.dead_letters(topic, group=group, max_in_flight=1000) as dead:
+            while True:
+                try:
+                    msg = await dead.get(timeout=idle_timeout)
+                except TimeoutError:
+                    break
+                if wanted is not None and msg.id not in wanted:
+                    continue  # stays: goes back when the subscription closes
+                await msg.ack()
+                count += 1
+        log.info("purged %d dead letters topic=%s group=%s", count, topic, group)
+        return count
 
     def dead_letter_topic(self, topic: str, group: str) -> str:
         """The topic that receives ``group``'s dead letters (a regular topic)."""

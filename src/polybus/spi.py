@@ -35,8 +35,9 @@ Required: :meth:`Adapter.from_url`, :meth:`Adapter.declare`, :meth:`Adapter.publ
 :meth:`Adapter.consumer`, :meth:`Consumer.receive`, :meth:`Consumer.ack`,
 :meth:`Consumer.nack` and :meth:`Consumer.close` (eight methods). Optional:
 ``Adapter.open``/``close`` (connections), ``Consumer.open``, ``Consumer.extend``
-(leases), ``Consumer.poll`` (messages already held, without waiting: a fast path) and
-``Adapter.lag`` (a group's backlog, for operators).
+(leases), ``Consumer.poll`` (messages already held, without waiting: a fast path),
+``Adapter.lag`` (a group's backlog) and ``Adapter.delete_group`` (temporary groups), for
+operators.
 
 Threading: every method is called from the event loop that opened the bus; a blocking
 native client runs in a thread of the adapter's own. Errors: native exceptions are
@@ -62,6 +63,7 @@ from ._message import Envelope, Message, new_id, now
 from ._names import fit_name
 from .capabilities import Capabilities, Ordering
 from .config import ParsedUrl, is_secret_name, parse_settings, parse_url, redact, redact_options
+from .errors import ConfigError
 
 __all__ = [
     "BYTES",
@@ -234,6 +236,14 @@ class Adapter(abc.ABC):
     @abc.abstractmethod
     def consumer(self, group: GroupSpec, *, max_in_flight: int) -> Consumer:
         """A new, not yet opened, consumer of ``group`` (declared already)."""
+
+    async def delete_group(self, group: GroupSpec) -> None:
+        """Remove ``group`` and whatever the broker keeps for it (its queue,
+        subscription, consumer, offsets), for temporary groups such as
+        ``polybus tail``'s. Idempotent. Optional: the default refuses."""
+        raise ConfigError(
+            "group", f"the {self.name} backend cannot delete groups (polybus tail needs it)"
+        )
 
     async def lag(self, group: GroupSpec) -> Lag:
         """``group``'s backlog and the age of its oldest unsettled message, read from

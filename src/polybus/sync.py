@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -185,6 +185,26 @@ class SyncBus:
         self, topic: str, group: str | None = None, *, ordering: Ordering | str = Ordering.NONE
     ) -> None:
         return self._call(self.bus.declare, topic, group, ordering=ordering)
+
+    @contextmanager
+    def tail(self, topic: str, *, max_in_flight: int = 64) -> Iterator[SyncSubscription]:
+        manager = self.bus.tail(topic, max_in_flight=max_in_flight)
+        sub = self._portal.call(manager.__aenter__)
+        try:
+            yield SyncSubscription(sub, self._portal)
+        finally:
+            self._portal.call(manager.__aexit__, None, None, None)
+
+    def purge_dead_letters(
+        self, topic: str, *, group: str, ids: Iterable[str] | None = None, idle_timeout: float = 1.0
+    ) -> int:
+        return self._call(
+            self.bus.purge_dead_letters,
+            topic,
+            group=group,
+            ids=None if ids is None else list(ids),
+            idle_timeout=idle_timeout,
+        )
 
     def lag(self, topic: str, group: str) -> Lag:
         return self._call(self.bus.lag, topic, group)

@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 from .. import __version__
+from .ops import COMMANDS as OPERATOR_COMMANDS
 from .run import run
 
 __all__ = ["cli", "main"]
@@ -31,6 +32,8 @@ def cli() -> None:
 
 
 cli.add_command(run)
+for _command in OPERATOR_COMMANDS:
+    cli.add_command(_command)
 
 
 def _argparse_command(name: str, module_name: str, summary: str) -> click.Command:
