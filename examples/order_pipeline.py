@@ -21,8 +21,8 @@ import uuid
 from dataclasses import asdict, dataclass
 
 import polybus
-import polybus.middleware
 from polybus import headers as h
+from polybus.testing import Harness
 
 DEADLINE = float(os.environ.get("ORDER_PIPELINE_DEADLINE", "60"))
 """Seconds the pipeline may take before the program gives up (a slow broker)."""
@@ -54,10 +54,7 @@ POISON = {7}
 
 def reliability() -> list[polybus.Middleware]:
     """``polybus.defaults()``: poison guard, dead letter, circuit breaker, retry."""
-    # polybus.defaults is the public name; polybus.middleware holds the same function
-    defaults = getattr(polybus, "defaults", polybus.middleware.defaults)
-    chain: list[polybus.Middleware] = defaults()
-    return chain
+    return polybus.defaults()
 
 
 async def main() -> int:
@@ -73,8 +70,7 @@ async def main() -> int:
         worker = polybus.Worker(bus, middleware=reliability())
 
         @worker.handler(topic, group="fulfilment", max_in_flight=8)
-        async def fulfil(msg: polybus.Message) -> None:
-            order = msg.decode(Order)  # a malformed body is a SerializationError: DLQ
+        async def fulfil(order: Order) -> None:  # a body that is not an Order: DLQ
             if order.quantity <= 0:
                 rejected.append(order.id)
                 raise polybus.Reject(f"order {order.id}: quantity must be positive")
@@ -82,34 +78,21 @@ async def main() -> int:
             print(f"  fulfilment: shipped order {order.id} ({order.quantity} x {order.item})")
 
         @worker.handler(topic, group="analytics", max_in_flight=8)
-        async def analyse(msg: polybus.Message) -> None:
+        async def analyse(order: Order) -> None:
             nonlocal revenue
-            data = msg.json()
-            seen_by_analytics.append(data["id"])
-            revenue += data["quantity"] * data["unit_price"]
+            seen_by_analytics.append(order.id)
+            revenue += order.quantity * order.unit_price
 
-        # both groups exist before the first order, so neither misses one
-        await bus.declare(topic, "fulfilment")
-        await bus.declare(topic, "analytics")
-        batch = [polybus.Outgoing(asdict(o), key=o.customer) for o in ORDERS]
-        await bus.publish_many(topic, batch)
-        print(f"published {len(ORDERS)} orders to {topic!r}")
-
-        running = asyncio.create_task(worker.run())
-
-        def finished() -> bool:
-            handled = len(shipped) + len(rejected)
-            return handled >= len(ORDERS) and len(seen_by_analytics) >= len(ORDERS)
-
-        try:
-            async with asyncio.timeout(DEADLINE):
-                # progress is plain state written by the handlers: poll it
-                while not finished() and not running.done():  # noqa: ASYNC110
-                    await asyncio.sleep(0.02)
-        except TimeoutError:
-            print(f"gave up after {DEADLINE}s", file=sys.stderr)
-        await worker.stop()
-        await running  # in-flight messages finish and settle, the DLQ copy included
+        # the harness runs the worker and knows when every order is settled for good by
+        # both groups (retries included): no polling
+        async with Harness(worker, timeout=DEADLINE) as harness:
+            batch = [polybus.Outgoing(asdict(o), key=o.customer) for o in ORDERS]
+            await harness.publish_many(topic, batch)
+            print(f"published {len(ORDERS)} orders to {topic!r}")
+            try:
+                await harness.drain()
+            except TimeoutError as exc:
+                print(f"gave up after {DEADLINE}s: {exc}", file=sys.stderr)
 
         print(f"analytics: {len(seen_by_analytics)} orders, revenue {revenue:.2f}")
         dead: list[polybus.Message] = []

@@ -30,3 +30,27 @@ def test_order_pipeline_dead_letters_the_poison_order() -> None:
     assert "dead letter: order 7" in out
     assert "Reject" in out
     assert "pipeline complete" in out
+
+
+def test_metrics_dashboard_exports_the_instruments() -> None:
+    env = {k: v for k, v in os.environ.items() if k != "POLYBUS_URL"}
+    env["DASHBOARD_SECONDS"] = "2"
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLES / "metrics_dashboard.py")],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        env=env,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    for instrument in (
+        "messaging.client.sent.messages",
+        "messaging.client.consumed.messages",
+        "messaging.process.duration",
+        "polybus.dead_lettered",
+        "polybus.consumer.time_lag",
+        "polybus.dead_letter.depth",
+    ):
+        assert f'"name": "{instrument}"' in done.stdout, instrument
+    assert "shipped 90 orders" in done.stderr
