@@ -176,3 +176,11 @@ def test_subscribe_options_raise_config_errors_naming_the_field(
     except ConfigError as exc:  # the only kind of error allowed
         field = exc.field
     assert field in {None, "max_in_flight", "delivery", "max_deliveries", "ordering", "group"}
+
+
+def test_a_bad_partition_count_names_the_field_plainly() -> None:
+    with pytest.raises(ConfigError) as raised:
+        polybus.connect("kafka://127.0.0.1:9092?partitions=abc")
+    assert raised.value.field == "partitions"
+    assert "'abc' is not an integer" in str(raised.value)
+    assert "int | None" not in str(raised.value)
