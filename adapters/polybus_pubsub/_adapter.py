@@ -19,14 +19,14 @@ from google.api_core import exceptions as gexc
 from google.api_core import retry_async
 from google.pubsub_v1 import types as ps
 
-from polybus.errors import BrokerUnavailable, MessageTooLarge, PolybusError
-from polybus.spi import Adapter, Backoff, Capabilities, Consumer, Envelope, GroupSpec
+from polybus.errors import BrokerUnavailable, ConfigError, MessageTooLarge, PolybusError
+from polybus.spi import Adapter, Backoff, Capabilities, Consumer, Envelope, GroupSpec, Lag
 
 from . import _errors, _settings, _wire
 from ._batch import Coalescer
 from ._clients import Clients, make_clients
 from ._consumer import MAX_NACK_DELAY, PubSubConsumer
-from ._topology import MAX_DELIVERY_ATTEMPTS, Paths, Topology
+from ._topology import ADMIN_TIMEOUT, MAX_DELIVERY_ATTEMPTS, Paths, Topology
 
 log = logging.getLogger("polybus.pubsub")
 
@@ -53,6 +53,10 @@ CAPABILITIES = Capabilities(
     # (MAX_DELIVERY_ATTEMPTS) would move the message itself
     max_deliveries=MAX_DELIVERY_ATTEMPTS - 1,
     stable_foreign_ids=True,  # Pub/Sub's message_id
+    # the Pub/Sub API has no backlog figure (num_undelivered_messages and
+    # oldest_unacked_message_age are Cloud Monitoring metrics): lag knows neither
+    lag_messages=False,
+    lag_seconds=False,
 )
 
 
@@ -197,6 +201,35 @@ class PubSubAdapter(Adapter):
             )
             self._publishers[topic] = coalescer
         return coalescer
+
+    # -- lag ------------------------------------------------------------------------
+
+    async def lag(self, group: GroupSpec) -> Lag:
+        """Lag(None, None) for a group that exists: the Pub/Sub API (and its emulator)
+        reports no backlog; the figures are Cloud Monitoring metrics of the
+        subscription (see README.md). ConfigError("group") for a group that does not
+        exist (``GetSubscription``, which delivers nothing)."""
+        path = self.paths.subscription(group.topic, group.group)
+        action = f"reading group {group.group!r} of topic {group.topic!r}"
+        try:
+            have = await self.clients.subscriber.get_subscription(
+                subscription=path, timeout=ADMIN_TIMEOUT, retry=None
+            )
+        except gexc.NotFound as exc:
+            raise ConfigError(
+                "group",
+                f"pubsub: no group {group.group!r} on topic {group.topic!r} "
+                f"(no subscription {path})",
+            ) from exc
+        except Exception as exc:
+            raise _errors.admin_error(exc, action, "group") from exc
+        if have.topic != self.paths.topic(group.topic):
+            raise ConfigError(
+                "group",
+                f"pubsub: no group {group.group!r} on topic {group.topic!r} (subscription "
+                f"{path} is of {have.topic or 'a deleted topic'})",
+            )
+        return Lag(None, None)
 
     # -- consuming ------------------------------------------------------------------
 

@@ -10,8 +10,8 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from polybus.errors import PublishError
-from polybus.spi import Adapter, Backoff, Capabilities, Consumer, Envelope, GroupSpec
+from polybus.errors import ConfigError, PublishError
+from polybus.spi import Adapter, Backoff, Capabilities, Consumer, Envelope, GroupSpec, Lag
 
 from . import _settings, _topology
 from ._consumer import MAX_DELAY, Queues, RabbitMQConsumer
@@ -37,6 +37,10 @@ def capabilities_for(settings: RabbitMQSettings) -> Capabilities:
         max_delay=MAX_DELAY,
         broker_dedup=False,
         max_message_size=settings.max_message_size,
+        # the ready messages of the group's queues (a passive queue.declare); the age
+        # of the oldest needs the management plugin's API, which polybus does not use
+        lag_messages=True,
+        lag_seconds=False,
         # AMQP 0-9-1 gives a message no identity: without a message_id, a fresh id
         # per delivery
         stable_foreign_ids=False,
@@ -112,6 +116,23 @@ class RabbitMQAdapter(Adapter):
                 topic,
                 len(returned),
             )
+
+    async def lag(self, group: GroupSpec) -> Lag:
+        """The ready messages of the group's queue plus those waiting in its delay
+        queue (delayed redeliveries), from passive declarations: unacked deliveries are
+        not counted (RabbitMQ's ``message_count`` is ready messages only). No age."""
+        queue = self.names.queue(group.topic, group.group)
+        ready = await _topology.ready_count(self.link, queue)
+        if ready is None:
+            raise ConfigError(
+                "group",
+                f"rabbitmq: no group {group.group!r} on topic {group.topic!r} "
+                f"(queue {queue!r} does not exist)",
+            )
+        delayed = await _topology.ready_count(
+            self.link, self.names.delay_queue(group.topic, group.group)
+        )
+        return Lag(ready + (delayed or 0), None)
 
     def consumer(self, group: GroupSpec, *, max_in_flight: int) -> Consumer:
         queues = Queues(

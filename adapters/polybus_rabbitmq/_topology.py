@@ -227,3 +227,27 @@ async def declare_delay_queue(link: Link, delay_queue: str, work_queue: str) -> 
         raise _errors.declare_error(exc, "group", f"delay queue {delay_queue!r}") from exc
     finally:
         await chan.close()
+
+
+async def ready_count(link: Link, queue: str) -> int | None:
+    """The ready messages of ``queue`` (``queue.declare-ok``'s ``message_count`` of a
+    passive declaration, on a throw-away channel), None if the queue does not exist.
+
+    A passive declaration creates nothing, consumes nothing and leaves every delivery
+    count as it is. RabbitMQ counts only the *ready* messages there: those delivered
+    to a consumer and not settled yet (unacked) are not in it.
+    """
+    chan = await link.channel()
+    try:
+        frame = await chan.call(
+            lambda cb: chan.native.queue_declare(queue, passive=True, callback=cb)
+        )
+    except pe.ChannelClosedByBroker as exc:
+        if exc.reply_code == _errors.NOT_FOUND:
+            return None
+        raise _errors.declare_error(exc, "group", f"queue {queue!r}") from exc
+    except pe.AMQPError as exc:
+        raise _errors.declare_error(exc, "group", f"queue {queue!r}") from exc
+    finally:
+        await chan.close()
+    return int(frame.method.message_count)

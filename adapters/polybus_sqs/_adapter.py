@@ -8,7 +8,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from polybus.errors import BrokerUnavailable, ConfigError, PublishError
-from polybus.spi import Adapter, Capabilities, Consumer, Envelope, GroupSpec, redact
+from polybus.spi import Adapter, Capabilities, Consumer, Envelope, GroupSpec, Lag, redact
 
 from . import _publish, _settings, _wire
 from ._client import Clients
@@ -48,6 +48,10 @@ def capabilities_for(settings: SQSSettings) -> Capabilities:
         broker_dedup=settings.fifo,
         max_message_size=MAX_MESSAGE_SIZE,
         max_headers=None,
+        # GetQueueAttributes' approximate counts; the age of the oldest message is a
+        # CloudWatch metric only (ApproximateAgeOfOldestMessage), not read here
+        lag_messages=True,
+        lag_seconds=False,
     )
 
 
@@ -160,6 +164,11 @@ class SQSAdapter(Adapter):
         await _publish.publish(
             topic, wires, send, make, ordered=self.settings.fifo, confirmed=confirmed
         )
+
+    async def lag(self, group: GroupSpec) -> Lag:
+        """The messages of the group's queue not deleted yet (SQS's approximate visible +
+        not visible + delayed counts); no age (see the README)."""
+        return Lag(await self.topology.backlog(group.topic, group.group), None)
 
     def consumer(self, group: GroupSpec, *, max_in_flight: int) -> Consumer:
         name = self.topology.queue_name(group.topic, group.group)

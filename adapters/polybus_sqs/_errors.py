@@ -60,6 +60,12 @@ def code_of(exc: BaseException) -> str:
     return ""
 
 
+def is_gone(exc: BaseException) -> bool:
+    """``exc`` (or the native error it translates) says the queue does not exist."""
+    cause = exc if isinstance(exc, bx.ClientError) else exc.__cause__
+    return cause is not None and code_of(cause) in _GONE_CODES
+
+
 def scrub(text: str, secrets: Iterable[str]) -> str:
     """``text`` with every known secret value replaced by ``***``."""
     for secret in secrets:

@@ -17,15 +17,23 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from polybus.errors import ConfigError
+from polybus.errors import ConfigError, PolybusError
 from polybus.spi import Ordering
 
 from . import _names
 from ._client import Clients
+from ._errors import is_gone
 from ._settings import SQSSettings
 
 TAG_GROUP = "polybus-group"
 TAG_ORDERING = "polybus-ordering"
+BACKLOG_ATTRIBUTES = (
+    "ApproximateNumberOfMessages",
+    "ApproximateNumberOfMessagesNotVisible",
+    "ApproximateNumberOfMessagesDelayed",
+)
+"""Visible (waiting), in flight (received and not deleted, or nacked with a delay) and
+delayed messages of a queue: together every message the group has not deleted."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +180,42 @@ class Topology:
             "list_queue_tags", f"read the tags of queue {queue.name!r}", QueueUrl=queue.url
         )
         return dict(out.get("Tags") or {})
+
+    # -- lag ------------------------------------------------------------------------
+
+    async def backlog(self, topic: str, group: str) -> int:
+        """The messages in the group's queue not deleted yet: the sum of SQS's
+        approximate visible, not-visible and delayed counts (``GetQueueAttributes``,
+        which receives nothing). ConfigError("group") if the group has no queue."""
+        name = self.queue_name(topic, group)
+        missing = ConfigError(
+            "group", f"sqs: no group {group!r} on topic {topic!r} (no queue {name!r})"
+        )
+        try:
+            found = await self.clients.sqs("get_queue_url", f"find queue {name!r}", QueueName=name)
+            url = str(found["QueueUrl"])
+            if not self.settings.sns:
+                owner = (await self.tags(Queue(name, url, ""))).get(TAG_GROUP)
+                if owner is not None and owner != group:
+                    raise ConfigError(
+                        "group",
+                        f"sqs: no group {group!r} on topic {topic!r} (with sns=false its "
+                        f"queue {name!r} belongs to group {owner!r})",
+                    )
+            got = await self.clients.sqs(
+                "get_queue_attributes",
+                f"read the message counts of queue {name!r}",
+                QueueUrl=url,
+                AttributeNames=list(BACKLOG_ATTRIBUTES),
+            )
+        except ConfigError:
+            raise
+        except PolybusError as exc:
+            if is_gone(exc):
+                raise missing from exc
+            raise
+        attributes = got.get("Attributes") or {}
+        return sum(int(attributes.get(a, 0)) for a in BACKLOG_ATTRIBUTES)
 
     # -- queues ---------------------------------------------------------------------
 

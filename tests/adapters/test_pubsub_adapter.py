@@ -454,6 +454,28 @@ async def test_polybus_messages_read_natively(url: str, bus: Bus) -> None:
 # -- outages ------------------------------------------------------------------------
 
 
+async def test_lag_knows_no_figure_and_delivers_nothing(bus: Bus) -> None:
+    """The Pub/Sub API reports no backlog: lag is Lag(None, None) for a group that
+    exists, ConfigError for one that does not, and reading it takes no message."""
+    topic = support.name("lag")
+    assert not bus.capabilities.lag_messages
+    assert not bus.capabilities.lag_seconds
+    await bus.declare(topic, "g")
+    ids = await bus.publish_many(topic, ["a", "b", "c"])
+    for _ in range(3):
+        assert await bus.lag(topic, "g") == polybus.Lag(None, None)
+    assert await bus.dead_letter_lag(topic, "g") == polybus.Lag(None, None)
+    with pytest.raises(ConfigError) as caught:
+        await bus.lag(topic, "nope")
+    assert caught.value.field == "group"
+    assert "no group 'nope'" in str(caught.value)
+    async with bus.subscribe(topic, group="g", max_in_flight=3) as sub:
+        got = [await sub.get(timeout=IDLE) for _ in range(3)]
+        await sub.ack_many(got)
+    assert {m.id for m in got} == set(ids)
+    assert [m.delivery_attempt for m in got] == [1, 1, 1]
+
+
 async def test_a_deleted_subscription_is_declared_again(url: str, bus: Bus) -> None:
     """NotFound from a pull is BrokerUnavailable: the core opens a fresh consumer and
     declares the group again, so a running subscription carries on."""

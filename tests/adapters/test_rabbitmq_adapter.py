@@ -97,6 +97,9 @@ def test_capabilities() -> None:
         assert not caps.stable_foreign_ids
     assert quorum.native_delivery_count
     assert not classic.native_delivery_count
+    for caps in (quorum, classic):
+        assert caps.lag_messages
+        assert not caps.lag_seconds
     adapter = _adapter(polybus.connect("amqp://127.0.0.1/?publish_timeout=7"))
     assert adapter.publish_timeout == 7
 
@@ -541,6 +544,87 @@ async def test_classic_queue_counts_a_redelivery(rabbitmq_url: str) -> None:
             again = await sub.get(timeout=WAIT)
             await again.ack()
     assert (first.delivery_attempt, again.delivery_attempt) == (1, 2)
+
+
+# -- lag -------------------------------------------------------------------------------
+
+
+async def _lag_is(bus: polybus.Bus, topic: str, group: str, expected: int) -> polybus.Lag:
+    """The lag once it reads ``expected`` (RabbitMQ counts acks as they arrive), or the
+    last one read after WAIT."""
+    deadline = time.monotonic() + WAIT
+    lag = await bus.lag(topic, group)
+    while lag.messages != expected and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+        lag = await bus.lag(topic, group)
+    return lag
+
+
+@pytest.mark.parametrize("queue_type", ["quorum", "classic"])
+async def test_lag_is_the_ready_messages(rabbitmq_url: str, queue_type: str) -> None:
+    """lag counts ready messages only: deliveries a consumer holds unacked (handed out
+    or prefetched) are not in it (documented), and reading it delivers nothing."""
+    topic = name()
+    async with polybus.connect(rabbitmq_url, queue_type=queue_type) as b:
+        await b.declare(topic, "g")
+        assert await b.lag(topic, "g") == polybus.Lag(0, None)
+        ids = await b.publish_many(topic, [f"m{i}" for i in range(5)])
+        assert await _lag_is(b, topic, "g", 5) == polybus.Lag(5, None)
+        for _ in range(3):
+            assert await b.lag(topic, "g") == polybus.Lag(5, None)
+        async with b.subscribe(topic, group="g", max_in_flight=2) as sub:
+            held = await _held(sub, 2)
+            # two unacked deliveries on the consumer's channel: not ready, not counted
+            assert (await _lag_is(b, topic, "g", 3)).messages == 3
+            await sub.ack_many(held)
+            # the broker pushes the next two (prefetch 2): unacked again, and the
+            # figure reads 1 while the group has 3 left
+            assert (await _lag_is(b, topic, "g", 1)).messages == 1
+        # closing the subscription returns its prefetched deliveries: ready again
+        assert (await _lag_is(b, topic, "g", 3)).messages == 3
+        async with b.subscribe(topic, group="g", max_in_flight=5) as sub:
+            rest = await _held(sub, 3)
+            await sub.ack_many(rest)
+        assert (await _lag_is(b, topic, "g", 0)).messages == 0
+    assert {m.id for m in [*held, *rest]} == set(ids)
+
+
+async def test_reading_the_lag_counts_no_delivery(bus: polybus.Bus) -> None:
+    topic = name()
+    await bus.declare(topic, "g")
+    ids = await bus.publish_many(topic, ["a", "b", "c"])
+    for _ in range(5):
+        assert (await _lag_is(bus, topic, "g", 3)).messages == 3
+    async with bus.subscribe(topic, group="g", max_in_flight=3) as sub:
+        got = await _held(sub, 3)
+        await sub.ack_many(got)
+    assert {m.id for m in got} == set(ids)
+    assert [m.delivery_attempt for m in got] == [1, 1, 1]
+
+
+async def test_lag_counts_delayed_redeliveries(bus: polybus.Bus) -> None:
+    """A message nacked with a delay waits in the group's delay queue (its original is
+    acked): it is still the group's backlog, and counted."""
+    topic = name()
+    await bus.declare(topic, "g")
+    await bus.publish_many(topic, [b"later", b"other"])
+    async with bus.subscribe(topic, group="g", max_in_flight=1) as sub:
+        first = await sub.get(timeout=WAIT)
+        await first.nack(delay=30.0)
+        other = await sub.get(timeout=WAIT)
+        await other.ack()
+        assert (await _lag_is(bus, topic, "g", 1)).messages == 1
+
+
+async def test_lag_of_a_group_that_does_not_exist(bus: polybus.Bus, native: Native) -> None:
+    topic = name()
+    await bus.declare(topic, "g")
+    with pytest.raises(ConfigError) as info:
+        await bus.lag(topic, "nope")
+    assert info.value.field == "group"
+    assert "no group 'nope'" in str(info.value)
+    assert not await native.exists(f"{topic}.nope")  # a passive declaration creates nothing
+    assert await bus.lag(topic, "g") == polybus.Lag(0, None)  # the adapter goes on
 
 
 # -- the consumer is one-shot -------------------------------------------------------------

@@ -352,3 +352,64 @@ async def test_a_deleted_queue_is_declared_again_under_a_running_subscription(
         assert got.id != first
         assert sub.health.reconnects >= 1
         await got.ack()
+
+
+# -- lag ---------------------------------------------------------------------------------
+
+
+async def _lag_is(bus: Bus, topic: str, group: str, expected: int) -> polybus.Lag:
+    """The lag once it reads ``expected`` (SQS's counts are approximate and follow the
+    calls with a delay on AWS), or the last one read after IDLE."""
+    deadline = time.monotonic() + IDLE
+    lag = await bus.lag(topic, group)
+    while lag.messages != expected and time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+        lag = await bus.lag(topic, group)
+    return lag
+
+
+@pytest.mark.parametrize("fifo", ["false", "true"])
+async def test_lag_counts_every_message_not_deleted(url: str, fifo: str) -> None:
+    """Waiting, received and not settled, and nacked with a delay: all the group's
+    backlog; reading it receives nothing (the receive counts stay)."""
+    topic, group = support.name("lag"), support.name("g")
+    async with polybus.connect(support.with_options(url, fifo=fifo)) as bus:
+        await bus.declare(topic, group)
+        assert await bus.lag(topic, group) == polybus.Lag(0, None)
+        ids = await bus.publish_many(topic, [f"m{i}" for i in range(5)])
+        assert await _lag_is(bus, topic, group, 5) == polybus.Lag(5, None)
+        for _ in range(3):
+            assert (await bus.lag(topic, group)).messages == 5
+        async with bus.subscribe(topic, group=group, max_in_flight=2) as sub:
+            first = await sub.get(timeout=IDLE)
+            second = await sub.get(timeout=IDLE)
+            # two received, not deleted: still counted (as not visible)
+            assert (await _lag_is(bus, topic, group, 5)).messages == 5
+            await first.ack()
+            await second.nack(delay=30)  # invisible for 30 s: still the group's
+            assert (await _lag_is(bus, topic, group, 4)).messages == 4
+        async with bus.subscribe(topic, group=group, max_in_flight=5) as sub:
+            rest = [await sub.get(timeout=IDLE) for _ in range(3)]
+            await sub.ack_many(rest)
+        assert (await _lag_is(bus, topic, group, 1)).messages == 1  # the delayed one
+    assert {first.id, second.id, *(m.id for m in rest)} == set(ids)
+    assert [m.delivery_attempt for m in (first, second, *rest)] == [1] * 5
+
+
+async def test_lag_of_a_group_that_does_not_exist(bus: Bus, url: str) -> None:
+    topic, group = support.name("nolag"), support.name("g")
+    await bus.declare(topic, group)
+    with pytest.raises(ConfigError) as caught:
+        await bus.lag(topic, "nope")
+    assert caught.value.field == "group"
+    assert "no group 'nope'" in str(caught.value)
+    assert await bus.lag(topic, group) == polybus.Lag(0, None)
+    async with polybus.connect(support.with_options(url, sns="false")) as direct:
+        await direct.declare(topic, "only")
+        assert await direct.lag(topic, "only") == polybus.Lag(0, None)
+        with pytest.raises(ConfigError) as caught:
+            await direct.lag(topic, "another")  # the topic's queue is the other group's
+        assert caught.value.field == "group"
+        with pytest.raises(ConfigError) as caught:
+            await direct.lag(support.name("never"), "only")
+        assert caught.value.field == "group"

@@ -106,6 +106,8 @@ def test_capabilities_follow_the_mode() -> None:
         "max_message_size": 195_840,
         "max_headers": None,
         "max_deliveries": None,
+        "lag_messages": True,
+        "lag_seconds": False,
         "stable_foreign_ids": True,
     }
     assert (fifo.key_order, fifo.key_order_competing, fifo.broker_dedup) == (True, True, True)

@@ -23,15 +23,18 @@ CONSUMED = 4
 async def test_lag_counts_what_the_group_has_not_settled(
     polybus_target: Target, polybus_bus_factory: BusFactory, polybus_names: Names
 ) -> None:
-    """17 lag: 10 published, 4 consumed and acked: the group's backlog is 6, and reading
-    it changes nothing (the next consumer still gets all 6, on their first delivery)"""
+    """17 lag: 10 published, 4 of them consumed and acked: the group's backlog is 6, and
+    reading it changes nothing (the next consumer gets all 6, on their first delivery)"""
     topic, group = polybus_names.topic(), polybus_names.group()
     profile = polybus_target.profile
     bus = await polybus_bus_factory()
     await bus.declare(topic, group)
-    ids = await bus.publish_many(topic, [f"m{i}" for i in range(PUBLISHED)])
+    # the consumed ones first, all of them, so that no consumer has ever been handed (or
+    # prefetched) one of the rest: their first delivery must then be attempt 1
+    ids = await bus.publish_many(topic, [f"m{i}" for i in range(CONSUMED)])
     async with bus.subscribe(topic, group=group, max_in_flight=1) as sub:
         done = await collect(sub, CONSUMED, idle_timeout=profile.idle_timeout)
+    ids += await bus.publish_many(topic, [f"m{i}" for i in range(CONSUMED, PUBLISHED)])
     left = PUBLISHED - CONSUMED
     # brokers update their counters asynchronously (SQS's are approximate): a deadline
     deadline = time.monotonic() + profile.idle_timeout
