@@ -204,6 +204,18 @@ class PubSubAdapter(Adapter):
 
     # -- lag ------------------------------------------------------------------------
 
+    async def delete_group(self, group: GroupSpec) -> None:
+        """Delete the group's subscription (a temporary group's); gone already is fine."""
+        path = self.paths.subscription(group.topic, group.group)
+        try:
+            await self.clients.subscriber.delete_subscription(
+                subscription=path, timeout=ADMIN_TIMEOUT, retry=None
+            )
+        except gexc.NotFound:
+            return
+        except Exception as exc:
+            raise _errors.admin_error(exc, f"deleting group {group.group!r}", "group") from exc
+
     async def lag(self, group: GroupSpec) -> Lag:
         """Lag(None, None) for a group that exists: the Pub/Sub API (and its emulator)
         reports no backlog; the figures are Cloud Monitoring metrics of the

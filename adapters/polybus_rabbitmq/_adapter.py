@@ -134,6 +134,11 @@ class RabbitMQAdapter(Adapter):
         )
         return Lag(ready + (delayed or 0), None)
 
+    async def delete_group(self, group: GroupSpec) -> None:
+        """Delete the group's queue and its delay queue (a temporary group's)."""
+        await _topology.delete_queue(self.link, self.names.queue(group.topic, group.group))
+        await _topology.delete_queue(self.link, self.names.delay_queue(group.topic, group.group))
+
     def consumer(self, group: GroupSpec, *, max_in_flight: int) -> Consumer:
         queues = Queues(
             work=self.names.queue(group.topic, group.group),

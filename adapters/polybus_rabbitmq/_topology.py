@@ -251,3 +251,17 @@ async def ready_count(link: Link, queue: str) -> int | None:
     finally:
         await chan.close()
     return int(frame.method.message_count)
+
+
+async def delete_queue(link: Link, queue: str) -> None:
+    """Delete ``queue`` (and the messages in it); a queue that is not there is fine."""
+    chan = await link.channel()
+    try:
+        await chan.call(lambda cb: chan.native.queue_delete(queue, callback=cb))
+    except pe.ChannelClosedByBroker as exc:
+        if exc.reply_code != _errors.NOT_FOUND:
+            raise _errors.declare_error(exc, "group", f"queue {queue!r}") from exc
+    except pe.AMQPError as exc:
+        raise _errors.declare_error(exc, "group", f"queue {queue!r}") from exc
+    finally:
+        await chan.close()

@@ -170,6 +170,9 @@ class SQSAdapter(Adapter):
         not visible + delayed counts); no age (see the README)."""
         return Lag(await self.topology.backlog(group.topic, group.group), None)
 
+    async def delete_group(self, group: GroupSpec) -> None:
+        await self.topology.delete_group(group.topic, group.group)
+
     def consumer(self, group: GroupSpec, *, max_in_flight: int) -> Consumer:
         name = self.topology.queue_name(group.topic, group.group)
         known = self.topology.known_queue(group.topic, group.group)

@@ -217,6 +217,44 @@ class Topology:
         attributes = got.get("Attributes") or {}
         return sum(int(attributes.get(a, 0)) for a in BACKLOG_ATTRIBUTES)
 
+    async def delete_group(self, topic: str, group: str) -> None:
+        """Unsubscribe the group's queue from its SNS topic and delete it (idempotent).
+        With sns=false a topic's queue is the topic itself: refused."""
+        if not self.settings.sns:
+            raise ConfigError(
+                "group", "sqs: with sns=false a group's queue is its topic's; it is not deleted"
+            )
+        name = self.queue_name(topic, group)
+        try:
+            found = await self.clients.sqs("get_queue_url", f"find queue {name!r}", QueueName=name)
+        except PolybusError as exc:
+            if is_gone(exc):
+                return
+            raise
+        url = str(found["QueueUrl"])
+        got = await self.clients.sqs(
+            "get_queue_attributes",
+            f"read the ARN of queue {name!r}",
+            QueueUrl=url,
+            AttributeNames=["QueueArn"],
+        )
+        queue_arn = str(got["Attributes"]["QueueArn"])
+        topic_arn = await self.topic_arn(topic)
+        listed = await self.clients.sns(
+            "list_subscriptions_by_topic",
+            f"list the subscriptions of {topic!r}",
+            TopicArn=topic_arn,
+        )
+        for sub in listed.get("Subscriptions") or ():
+            if sub.get("Endpoint") == queue_arn:
+                await self.clients.sns(
+                    "unsubscribe",
+                    f"unsubscribe queue {name!r}",
+                    SubscriptionArn=sub["SubscriptionArn"],
+                )
+        await self.clients.sqs("delete_queue", f"delete queue {name!r}", QueueUrl=url)
+        self._queues.pop(name, None)
+
     # -- queues ---------------------------------------------------------------------
 
     async def _queue(self, name: str, *, fresh: bool = False) -> Queue:
