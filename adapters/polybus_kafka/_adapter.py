@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from confluent_kafka.admin import AdminClient
 
-from polybus.errors import PublishError
-from polybus.spi import Adapter, Capabilities, Consumer, Envelope, GroupSpec, redact
+from polybus.errors import BrokerUnavailable, PublishError
+from polybus.spi import Adapter, Capabilities, Consumer, Envelope, GroupSpec, Lag, redact
 
-from . import _admin
+from . import _admin, _lag
 from ._consumer import KafkaConsumer
 from ._publisher import Publisher
 from ._records import kafka_topic
@@ -39,6 +40,8 @@ def capabilities(settings: KafkaSettings) -> Capabilities:
         native_delivery_count=False,
         native_dead_letter=False,
         delayed_redelivery=True,
+        lag_messages=True,
+        lag_seconds=True,
         broker_dedup=False,
         max_message_size=settings.max_message_size,
         stable_foreign_ids=True,
@@ -56,6 +59,7 @@ class KafkaAdapter(Adapter):
         self.publish_timeout = settings.publish_timeout
         self._publisher: Publisher | None = None
         self._admin: AdminClient | None = None
+        self._reader: _lag.Reader | None = None
 
     def __repr__(self) -> str:
         return f"<KafkaAdapter {redact('kafka://' + self.settings.bootstrap_servers)}>"
@@ -74,11 +78,15 @@ class KafkaAdapter(Adapter):
         admin = AdminClient(conf)
         await asyncio.to_thread(_admin.probe, admin, self.settings.connect_timeout)
         self._admin = admin
+        self._reader = _lag.Reader(self.settings)
         self._publisher = Publisher(self.settings)
 
     async def close(self) -> None:
         publisher, self._publisher = self._publisher, None
+        reader, self._reader = self._reader, None
         self._admin = None
+        if reader is not None:
+            await asyncio.to_thread(reader.close)
         if publisher is not None:
             await publisher.close()
 
@@ -115,6 +123,23 @@ class KafkaAdapter(Adapter):
     async def publish(self, topic: str, envelopes: Sequence[Envelope]) -> None:
         publisher, _ = self._opened()
         await publisher.publish(topic, kafka_topic(topic), envelopes)
+
+    async def lag(self, group: GroupSpec) -> Lag:
+        """``messages``: the sum over the topic's partitions of the end offset minus the
+        group's committed offset; ``oldest_age``: since the timestamp of the oldest record
+        at a committed offset with records after it (README.md, "Lag"). Read with admin
+        calls and a reader of its own that never joins the group."""
+        admin, reader = self._admin, self._reader
+        if admin is None or reader is None:
+            raise BrokerUnavailable("the Kafka adapter is not open")
+        name = kafka_topic(group.topic)
+        timeout = self.settings.connect_timeout
+        parts = await asyncio.to_thread(_lag.backlog, admin, name, group.group, timeout)
+        starts = {b.partition: b.start for b in parts if b.messages > 0}
+        stamps = await asyncio.to_thread(reader.first_timestamps, name, starts, timeout)
+        oldest = min(stamps.values(), default=None)
+        age = None if oldest is None else max(0.0, time.time() - oldest)
+        return Lag(sum(b.messages for b in parts), age)
 
     def consumer(self, group: GroupSpec, *, max_in_flight: int) -> Consumer:
         return KafkaConsumer(self.settings, group, max_in_flight)

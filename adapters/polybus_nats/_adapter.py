@@ -21,9 +21,9 @@ from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
 from polybus.errors import BrokerUnavailable, ConfigError, MessageTooLarge
-from polybus.spi import Adapter, Capabilities, Consumer, Envelope, GroupSpec
+from polybus.spi import Adapter, Capabilities, Consumer, Envelope, GroupSpec, Lag
 
-from . import _errors, _headers, _settings, _topology
+from . import _errors, _headers, _lag, _settings, _topology
 from ._consumer import NatsConsumer
 from ._publisher import Publisher
 from ._settings import NatsSettings
@@ -52,6 +52,8 @@ def capabilities(settings: NatsSettings, max_payload: int) -> Capabilities:
         native_delivery_count=True,
         native_dead_letter=False,
         delayed_redelivery=True,
+        lag_messages=True,
+        lag_seconds=True,
         broker_dedup=True,
         max_message_size=max_payload - HEADER_RESERVE,
         stable_foreign_ids=True,  # "<stream>:<sequence>"
@@ -225,6 +227,12 @@ class NatsAdapter(Adapter):
         await publisher.publish(topic, ref.subject, batch)
 
     # -- consuming ------------------------------------------------------------------
+
+    async def lag(self, group: GroupSpec) -> Lag:
+        """The group's consumer info and one stream message (README.md, "Lag")."""
+        _, js = self._connection()
+        ref = _topology.group_ref(self.settings, group.topic, group.group, group.ordering)
+        return await _lag.lag(js, ref)
 
     def consumer(self, group: GroupSpec, *, max_in_flight: int) -> Consumer:
         nc, js = self._nc, self._js

@@ -32,6 +32,15 @@ KNOWN_DEFECTS: dict[str, dict[str, str]] = {
             "fresh member of the group nothing for over a minute (plain confluent-kafka "
             "clients meet the same; Apache Kafka reassigns the partitions at once)"
         ),
+        # measured with raw confluent-kafka (no polybus code): five records produced in
+        # one batch to an empty partition, ListOffsets latest and the high watermark say
+        # 1; tests/adapters/test_kafka_lag.py (strict xfail on tansu) shows it
+        "test_lag_counts_what_the_group_has_not_settled": (
+            "after a batch of several records tansu reports the partition's end offset "
+            "(high watermark, ListOffsets latest) as the batch's base offset + 1 until "
+            "the next batch arrives, so a backlog that ends in a publish_many batch reads "
+            "too small (Apache Kafka reports the offset after the batch's last record)"
+        ),
     },
     "pubsub-emulator": {
         "test_fault_confirmed_survive_restart": _PUBSUB_EMULATOR,
