@@ -141,6 +141,14 @@ class KafkaAdapter(Adapter):
         age = None if oldest is None else max(0.0, time.time() - oldest)
         return Lag(sum(b.messages for b in parts), age)
 
+    async def delete_group(self, group: GroupSpec) -> None:
+        """Delete the consumer group (its committed offsets), once its members left;
+        a group that is not there is fine."""
+        _, admin = self._opened()
+        await asyncio.to_thread(
+            _admin.delete_group, admin, group.group, self.settings.connect_timeout
+        )
+
     def consumer(self, group: GroupSpec, *, max_in_flight: int) -> Consumer:
         return KafkaConsumer(self.settings, group, max_in_flight)
 

@@ -124,3 +124,22 @@ def ensure_group(
         log.warning("start offsets refused topic=%s group=%s: %s", topic, group, failed)
         return
     log.info("created group topic=%s group=%s start=%s", topic, group, ends)
+
+
+def delete_group(admin: AdminClient, group: str, timeout: float) -> None:
+    """Delete consumer group ``group``; one that does not exist is fine. A member that
+    is still leaving makes the broker refuse (non-empty group): retried until ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        future = admin.delete_consumer_groups([group], request_timeout=timeout)[group]
+        try:
+            future.result(timeout)
+            return
+        except KafkaException as exc:
+            code = exc.args[0].code() if exc.args else None
+            if code == KafkaError.GROUP_ID_NOT_FOUND:
+                return
+            if code == KafkaError.NON_EMPTY_GROUP and time.monotonic() < deadline:
+                time.sleep(0.2)
+                continue
+            raise admin_error(exc, f"delete group {group!r}") from exc

@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import nats
+import nats.js.errors
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
@@ -233,6 +234,17 @@ class NatsAdapter(Adapter):
         _, js = self._connection()
         ref = _topology.group_ref(self.settings, group.topic, group.group, group.ordering)
         return await _lag.lag(js, ref)
+
+    async def delete_group(self, group: GroupSpec) -> None:
+        """Delete the group's durable consumer; one that is not there is fine."""
+        _, js = self._connection()
+        ref = _topology.group_ref(self.settings, group.topic, group.group, group.ordering)
+        try:
+            await js.delete_consumer(ref.topic.stream, ref.consumer)
+        except nats.js.errors.NotFoundError:
+            return
+        except _errors.NATIVE as exc:
+            raise _errors.unavailable(exc, "delete group") from exc
 
     def consumer(self, group: GroupSpec, *, max_in_flight: int) -> Consumer:
         nc, js = self._nc, self._js

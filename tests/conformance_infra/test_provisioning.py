@@ -93,12 +93,22 @@ def _pubsub(broker: Broker) -> None:
         del os.environ["PUBSUB_EMULATOR_HOST"]
 
 
+def _redis(broker: Broker) -> None:
+    with socket.create_connection(("127.0.0.1", _port(broker)), timeout=5) as sock:
+        sock.sendall(b"XADD provisioning-check * body hello\r\nXLEN provisioning-check\r\n")
+        replies = sock.makefile("rb")
+        assert replies.readline().startswith(b"$")  # the entry id
+        replies.readline()
+        assert replies.readline() == b":1\r\n"
+
+
 CHECKS: dict[str, Callable[[Broker], None]] = {
     "kafka": _kafka,
     "rabbitmq": _rabbitmq,
     "nats": _nats,
     "sqs": _sqs,
     "pubsub": _pubsub,
+    "redis": _redis,
 }
 
 
