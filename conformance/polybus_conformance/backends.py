@@ -12,6 +12,7 @@ BACKENDS: dict[str, str] = {
     "sqs": "sqs",
     "pubsub": "pubsub",
     "nats": "nats",
+    "redis": "redis",
 }
 """Backend name -> URL scheme of its adapter."""
 
@@ -22,6 +23,7 @@ PRODUCT_FLAVOUR: dict[str, str] = {
     "sqs": "aws-sqs",
     "pubsub": "google-pubsub",
     "nats": "nats-server",
+    "redis": "redis-server",
 }
 """The flavour assumed for an explicit URL when ``POLYBUS_<BACKEND>_FLAVOUR`` is unset:
 the real product, so no known-defect entry of an emulator applies to it."""

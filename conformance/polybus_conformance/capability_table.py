@@ -27,6 +27,8 @@ CONFIGURATIONS: dict[str, str] = {
     "sqs": "sqs://?region=us-east-1",
     "sqs `fifo=true`": "sqs://?region=us-east-1&fifo=true",
     "pubsub": "pubsub://project",
+    "redis": "redis://127.0.0.1:6379",
+    "redis `require_persistence=true`": "redis://127.0.0.1:6379?require_persistence=true",
 }
 
 

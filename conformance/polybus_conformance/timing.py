@@ -55,6 +55,8 @@ PROFILES: dict[str, Profile] = {
     ),
     "rabbitmq": _REMOTE,
     "nats": _REMOTE,
+    # a dead consumer's entries come back after claim_idle (30 s by default)
+    "redis": _REMOTE,
     # moto slows down as a queue fills: keep queues to hundreds of messages
     "sqs": Profile(
         idle_timeout=20.0,

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import uuid
 
+import nats
 import pytest
 
 import polybus
@@ -155,8 +156,7 @@ async def test_tail_follows_and_leaves_no_group_behind(nats_url: str) -> None:
             lines = (await child.stdout.read()).decode().splitlines()
             assert await child.wait() == 0
     assert [json.loads(line)["id"] for line in lines] == ids
-    import nats  # the broker's own view: no consumer is left on the topic's stream
-
+    # the broker's own view: no consumer is left on the topic's stream
     native = await nats.connect(nats_url)
     try:
         consumers = await native.jetstream().consumers_info(f"polybus-{name}")

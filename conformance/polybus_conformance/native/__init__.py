@@ -5,7 +5,8 @@ through each broker's own client and the names the adapter READMEs document.
 For a topic name made of lower-case letters, digits and hyphens (as the suite's names are)
 the native resource is the polybus name itself: Kafka topic ``T``, RabbitMQ fanout
 exchange ``T``, JetStream subject ``polybus.T`` (stream ``polybus-T``), SNS topic ``T``
-(``T.fifo`` in FIFO mode), Pub/Sub topic ``projects/P/topics/T``.
+(``T.fifo`` in FIFO mode), Pub/Sub topic ``projects/P/topics/T``, Redis
+stream ``polybus:T``.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ _MODULES = {
     "nats": "nats_client",
     "sqs": "sqs_client",
     "pubsub": "pubsub_client",
+    "redis": "redis_client",
 }
 
 

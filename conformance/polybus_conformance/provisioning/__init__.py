@@ -9,7 +9,8 @@
 The fault tier gets its own broker from :func:`provision_restartable`: always a local
 process the suite can stop and start again on the same port and data directory, with
 storage that persists where the broker can persist (tansu on S3, nats-server with a
-store directory, a RabbitMQ node with its Mnesia directory). It is separate from the
+store directory, a RabbitMQ node with its Mnesia directory, redis-server with an
+append-only file). It is separate from the
 broker the other tiers share, so a broker that a fault test leaves broken cannot turn
 every later test red.
 """
@@ -26,6 +27,7 @@ from .moto import MotoLauncher
 from .nats import NatsLauncher
 from .pubsub_emulator import PubSubEmulatorLauncher
 from .rabbitmq import RabbitMQLauncher
+from .redis import RedisLauncher
 from .tansu import TansuLauncher
 
 __all__ = [
@@ -45,12 +47,15 @@ LAUNCHERS: dict[str, Launcher] = {
     "nats": NatsLauncher(),
     "sqs": MotoLauncher(),
     "pubsub": PubSubEmulatorLauncher(),
+    "redis": RedisLauncher(),
 }
 
 RESTARTABLE_LAUNCHERS: dict[str, Launcher] = {
     **LAUNCHERS,
     # tansu keeps records in memory by default; on S3 (a private moto) they persist
     "kafka": TansuLauncher(storage="s3"),
+    # an append-only file (fsync every second), so confirmed entries survive a restart
+    "redis": RedisLauncher(persistent=True),
 }
 CANNOT_RESTART_URL = "cannot restart a broker given by URL"
 

@@ -21,6 +21,7 @@ IMAGES: dict[str, tuple[str, str, str]] = {
     "sqs": ("testcontainers.community.localstack", "LocalStackContainer", "localstack"),
     "pubsub": ("testcontainers.community.google", "PubSubContainer", "pubsub-emulator"),
     "nats": ("testcontainers.community.nats", "NatsContainer", "nats-server"),
+    "redis": ("testcontainers.community.redis", "RedisContainer", "redis-server"),
 }
 LOCALSTACK_IMAGE = "localstack/localstack:3.8"
 """Pinned: recent LocalStack images want an auth token."""
@@ -75,6 +76,9 @@ def start(backend: str) -> Broker:
         url = f"sqs://?region=us-east-1&endpoint_url={container.get_url()}"
     elif backend == "pubsub":
         url = f"pubsub://polybus-conformance?emulator={container.get_pubsub_emulator_host()}"
+    elif backend == "redis":
+        host, port = container.get_container_host_ip(), container.get_exposed_port(6379)
+        url = f"redis://{host}:{port}"
     else:
         url = container.nats_uri()
     return Broker(backend, url, flavour, "container", _stop=container.stop)

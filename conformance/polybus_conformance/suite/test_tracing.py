@@ -19,7 +19,6 @@ from polybus_conformance.waiting import wait_for
 pytestmark = pytest.mark.asyncio
 
 
-
 async def test_trace_context_crosses_the_broker(
     polybus_target: Target, polybus_bus_factory: BusFactory, polybus_names: Names
 ) -> None:
