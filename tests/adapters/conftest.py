@@ -68,3 +68,10 @@ def sqs_url(request: pytest.FixtureRequest) -> str:
 def pubsub_url(request: pytest.FixtureRequest) -> str:
     """Google Cloud Pub/Sub (the emulator unless ``POLYBUS_PUBSUB_URL`` says otherwise)."""
     return _url(request, "pubsub")
+
+
+@pytest.fixture(scope="session")
+def redis_url(request: pytest.FixtureRequest) -> str:
+    """A Redis server: ``POLYBUS_REDIS_URL``, else a private redis-server without
+    persistence (never the machine's own at 6379, which the store tests use)."""
+    return _url(request, "redis")

@@ -15,7 +15,7 @@ PREFIX = "polybus:"
 
 class Client:
     def __init__(self, url: str) -> None:
-        self.redis = Redis.from_url(url.split("?")[0])
+        self.redis: Any = Redis.from_url(url.split("?")[0])
 
     async def publish(
         self, topic: str, body: bytes, headers: dict[str, str], key: str | None
@@ -38,7 +38,7 @@ class Client:
 
 
 class _Reader:
-    def __init__(self, redis: Redis, key: str, last: Any) -> None:
+    def __init__(self, redis: Any, key: str, last: Any) -> None:
         self.redis = redis
         self.key = key
         self.last = last

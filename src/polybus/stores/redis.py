@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import asyncio
+import functools
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..config import redact
 from .base import Claim, ClaimResult
@@ -30,6 +33,20 @@ _DECR = (
 )
 
 
+F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
+
+
+def _bounded(method: F) -> F:
+    """Bound a store call by the store's ``timeout`` (a cancellation always wins)."""
+
+    @functools.wraps(method)
+    async def bounded(self: RedisStore, *args: Any, **kwargs: Any) -> Any:
+        async with asyncio.timeout(self.timeout):
+            return await method(self, *args, **kwargs)
+
+    return bounded  # type: ignore[return-value]
+
+
 class RedisStore:
     """A :class:`~polybus.stores.Store` in Redis keys ``PREFIX + scope + ':' + key``.
 
@@ -40,9 +57,17 @@ class RedisStore:
     Needs the ``redis`` extra.
     """
 
-    def __init__(self, url: str = "redis://127.0.0.1:6379/0", *, prefix: str = "polybus:") -> None:
+    def __init__(
+        self,
+        url: str = "redis://127.0.0.1:6379/0",
+        *,
+        prefix: str = "polybus:",
+        timeout: float = 10.0,
+    ) -> None:
         self._url = url
         self.prefix = prefix
+        self.timeout = timeout
+        """Seconds one store call may take (then TimeoutError)."""
         self._client: Redis | None = None
 
     def __repr__(self) -> str:
@@ -52,7 +77,15 @@ class RedisStore:
         if self._client is None:
             from redis.asyncio import Redis
 
-            self._client = Redis.from_url(self._url, decode_responses=True)
+            # no socket timeout: redis-py bounds socket writes with asyncio.wait_for then,
+            # which on Python 3.11 can swallow a cancellation; every call of this store
+            # is bounded by ``timeout`` instead (see _bounded)
+            self._client = Redis.from_url(
+                self._url,
+                decode_responses=True,
+                socket_timeout=None,
+                socket_connect_timeout=self.timeout,
+            )
         return self._client
 
     def _key(self, kind: str, scope: str, key: str) -> str:
@@ -61,6 +94,7 @@ class RedisStore:
     async def claim(self, scope: str, key: str, lease: float) -> Claim:
         return (await self.try_claim(scope, key, lease)).claim
 
+    @_bounded
     async def try_claim(self, scope: str, key: str, lease: float) -> ClaimResult:
         r = self._redis()
         k = self._key("claim", scope, key)
@@ -81,20 +115,25 @@ class RedisStore:
         # the key kept vanishing: someone is claiming and releasing it right now
         return ClaimResult(Claim.BUSY, 0.0)
 
+    @_bounded
     async def complete(self, scope: str, key: str, ttl: float | None) -> None:
         px = None if ttl is None else _ms(ttl)
         await self._redis().set(self._key("claim", scope, key), "done", px=px)
 
+    @_bounded
     async def release(self, scope: str, key: str) -> None:
         await _eval(self._redis(), _RELEASE, self._key("claim", scope, key))
 
+    @_bounded
     async def sequence(self, scope: str, entity: str) -> int | None:
         value = await self._redis().get(self._key("seq", scope, entity))
         return None if value is None else int(value)
 
+    @_bounded
     async def advance(self, scope: str, entity: str, value: int) -> None:
         await _eval(self._redis(), _ADVANCE, self._key("seq", scope, entity), str(value))
 
+    @_bounded
     async def incr(self, scope: str, key: str, ttl: float) -> int:
         k = self._key("count", scope, key)
         async with self._redis().pipeline(transaction=True) as pipe:
@@ -103,12 +142,15 @@ class RedisStore:
             value, _ = await pipe.execute()
         return int(value)
 
+    @_bounded
     async def decr(self, scope: str, key: str) -> int:
         return int(await _eval(self._redis(), _DECR, self._key("count", scope, key)))
 
+    @_bounded
     async def reset(self, scope: str, key: str) -> None:
         await self._redis().delete(self._key("count", scope, key))
 
+    @_bounded
     async def delete_all(self) -> int:
         """Delete every key under this store's prefix (tests and teardown)."""
         r = self._redis()
