@@ -24,7 +24,7 @@ from .sdk import CONSUME_APIS, SdkSide
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the ``bench`` options on ``parser``."""
-    parser.add_argument("backend", help="memory, kafka, rabbitmq, sqs, pubsub or nats")
+    parser.add_argument("backend", help="memory, kafka, rabbitmq, sqs, pubsub, nats or redis")
     parser.add_argument("--url", help="broker URL (default: POLYBUS_<BACKEND>_URL)")
     parser.add_argument("--messages", type=_positive, default=20_000, help="per round")
     parser.add_argument("--rounds", type=_positive, default=5, help="rounds per side")
