@@ -12,7 +12,13 @@ and publish an order to it from a shell with ``polybus.sync``. Its test,
 * ``fulfilment`` ships each order; an order that can never ship raises
   :class:`polybus.Reject` and is dead-lettered at once; a body that is not an order is
   dead-lettered too, with the validation error.
-* ``analytics`` receives every order as well (fan-out) and keeps the revenue.
+* ``analytics`` receives every order as well (fan-out) and keeps the revenue. Both groups
+  are unordered (the default): their consumers share the work, whatever the key.
+* ``history`` keeps each customer's orders in the order they were placed: it asks for
+  ``ordering="key"`` (orders are published with the customer as key), so one customer's
+  orders are handled one at a time while other customers' run beside them. A backend
+  without per-key order (SQS standard queues, Redis Streams) refuses this group with a
+  ``ConfigError`` when the worker starts, rather than mixing the orders up.
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ class Books:
 
     shipped: list[int] = field(default_factory=list)
     revenue: float = 0.0
+    history: dict[str, list[int]] = field(default_factory=dict)
     open: bool = False
 
 
@@ -68,6 +75,10 @@ def make_worker(bus: polybus.Bus, books: Books, topic: str = TOPIC) -> polybus.W
     async def analyse(order: Order, msg: polybus.Message) -> None:
         books.revenue += order.quantity * order.unit_price
         log.info("order %d from %s counted (attempt %d)", order.id, msg.key, msg.delivery_attempt)
+
+    @worker.handler(topic, group="history", max_in_flight=8, ordering="key")
+    async def remember(order: Order) -> None:
+        books.history.setdefault(order.customer, []).append(order.id)
 
     return worker
 

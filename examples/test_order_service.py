@@ -17,6 +17,8 @@ ORDERS = [
     Order(1, "ada", "keyboard", 1, 49.0),
     Order(2, "grace", "monitor", 2, 189.0),
     Order(7, "ken", "webcam", -3, 59.0),  # can never ship
+    Order(8, "ada", "mouse", 1, 19.0),
+    Order(9, "ada", "cable", 3, 5.0),
 ]
 
 
@@ -31,13 +33,15 @@ async def test_orders_are_shipped_counted_and_the_bad_ones_dead_lettered() -> No
         not_an_order = await harness.publish(topic, {"id": "seven"})
         await harness.drain()
 
-        shipped, poison = ids[:2], ids[2]
-        assert [harness.outcome(i, "fulfilment") for i in shipped] == ["ack", "ack"]
+        shipped, poison = ids[:2] + ids[3:], ids[2]
+        assert [harness.outcome(i, "fulfilment") for i in shipped] == ["ack"] * 4
         assert harness.outcome(poison, "fulfilment") == "dead_letter"
         assert harness.outcome(not_an_order, "fulfilment") == "dead_letter"
         assert harness.outcome(not_an_order, "analytics") == "dead_letter"
-        assert sorted(books.shipped) == [1, 2]
-        assert books.revenue == 1 * 49.0 + 2 * 189.0 + -3 * 59.0
+        assert sorted(books.shipped) == [1, 2, 8, 9]
+        assert books.revenue == sum(o.quantity * o.unit_price for o in ORDERS)
+        assert books.history == {"ada": [1, 8, 9], "grace": [2], "ken": [7]}, "per-key order"
+        assert harness.outcome(not_an_order, "history") == "dead_letter"
 
         letters = {m.id: m for m in await harness.dead_letters(topic, "fulfilment")}
         assert (

@@ -10,8 +10,9 @@ never of polybus.
 ``INTERMITTENT[flavour][test name]`` names a defect that makes a test fail in some runs
 only (a race inside the broker): such a test is marked ``xfail(strict=False)``, so it
 still runs with every assertion and the matrix shows either ``passed`` or the defect.
-Each entry needs a deterministic reproduction of its own elsewhere (a strict xfail in
-the adapter's tests), so the defect itself stays proven.
+Each entry needs a reproduction of its own with the broker's plain client (a strict
+xfail in the adapter's tests where the race can be forced; otherwise a measurement
+named in a comment beside the entry), so the defect itself stays proven.
 """
 
 from __future__ import annotations
@@ -25,13 +26,6 @@ _MOTO = _EMULATOR_IN_MEMORY.format("moto server")
 
 KNOWN_DEFECTS: dict[str, dict[str, str]] = {
     "tansu": {
-        # measured with raw confluent-kafka (no polybus code): after
-        # three members closed at once, a fresh member got no record for 90 s
-        "test_ops_concurrent_close_then_a_fresh_consumer_gets_the_rest": (
-            "when several members of a group leave at once mid-stream, tansu assigns a "
-            "fresh member of the group nothing for over a minute (plain confluent-kafka "
-            "clients meet the same; Apache Kafka reassigns the partitions at once)"
-        ),
         # measured with raw confluent-kafka (no polybus code): five records produced in
         # one batch to an empty partition, ListOffsets latest and the high watermark say
         # 1; tests/adapters/test_kafka_lag.py (strict xfail on tansu) shows it
@@ -68,6 +62,18 @@ _MOTO_UNLOCKED_RECEIVE = (
 )
 
 INTERMITTENT: dict[str, dict[str, str]] = {
+    "tansu": {
+        # measured with raw confluent-kafka (no polybus code): after three members
+        # closed at once, a fresh member got no record for 90 s. It fails in most runs
+        # (3 of 3 alone, 2026-12-01) and passed once in a full CI run, where the closes
+        # were staggered by load: not strict, or a passing run would fail CI
+        "test_ops_concurrent_close_then_a_fresh_consumer_gets_the_rest": (
+            "when several members of a group leave at once mid-stream, tansu assigns a "
+            "fresh member of the group nothing for over a minute in most runs (plain "
+            "confluent-kafka clients meet the same; Apache Kafka reassigns the "
+            "partitions at once)"
+        ),
+    },
     "moto": {
         "test_per_key_order": _MOTO_UNLOCKED_RECEIVE,
         "test_competing_consumers": _MOTO_UNLOCKED_RECEIVE,

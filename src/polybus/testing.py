@@ -62,7 +62,8 @@ class Harness:
         self.timeout = timeout
         self.settlements: list[Settlement] = []
         self._expected: dict[tuple[str, str], int] = {}
-        """(route, id) -> publishes of that id not yet settled for good"""
+        """(route, id) -> publishes of that id not yet settled for good; below zero when
+        a broker delivered and settled a message before its publish call returned"""
         self._changed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._opened_bus = False
@@ -152,9 +153,11 @@ class Harness:
         if settlement == "skipped":
             return  # a replay addressed to another group: not this route's business
         self.settlements.append(Settlement(route, msg, settlement))  # type: ignore[arg-type]
-        key = (route, msg.id)
-        if settlement in FINAL and self._expected.get(key, 0) > 0:
-            self._expected[key] -= 1
+        if settlement in FINAL:
+            # counted even before the id is expected: on a broker the consumer can settle
+            # a message before the publish call that sent it has returned
+            key = (route, msg.id)
+            self._expected[key] = self._expected.get(key, 0) - 1
         self._changed.set()
 
     def outcome(self, msg_id: str, group: str | None = None) -> Outcome | None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 import pytest
 
 import polybus
@@ -54,6 +57,28 @@ async def test_a_replay_is_drained_like_a_publish() -> None:
         await harness.drain()
         assert harness.attempts(bad, "fulfilment") == 2
         assert harness.attempts(bad, "analytics") == 1, "the replay reached fulfilment only"
+
+
+async def test_a_message_settled_before_its_publish_returned_is_drained() -> None:
+    """On a broker the consumer may settle a message before the publish call that sent
+    it returns (seen on RabbitMQ); drain must not wait for that settlement again."""
+    bus = polybus.connect()
+    worker = make_worker(bus)
+    settled = asyncio.Event()
+    worker._observers.append(lambda route, msg, outcome: settled.set())
+    publish = bus.publish
+
+    async def publish_returning_late(topic: str, body: object, **options: Any) -> str:
+        msg_id = await publish(topic, body, **options)
+        await settled.wait()  # the consumer has settled it: only now does publish return
+        return msg_id
+
+    bus.publish = publish_returning_late  # type: ignore[method-assign]
+    async with Harness(worker, timeout=5) as harness:
+        sent = await harness.publish("orders", {"id": 1, "quantity": 2})
+        await harness.drain()
+        assert harness.outcome(sent, "fulfilment") == "ack"
+        assert harness.outcome(sent, "analytics") == "ack"
 
 
 async def test_drain_names_what_is_still_open() -> None:

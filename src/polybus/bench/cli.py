@@ -2,7 +2,9 @@
 
 The raw baseline comes from ``polybus_<backend>.bench.raw_baseline()`` (see
 :class:`polybus.bench.RawBaseline`). The URL is ``--url``, else ``POLYBUS_<BACKEND>_URL``,
-else (for ``memory`` only) a private ``memory://`` broker.
+else (for ``memory`` only) a private ``memory://`` broker. With ``--handler-ms`` it compares
+instead a Worker's throughput in an unordered and a key-ordered group whose handler awaits
+that long (see :mod:`polybus.bench.ordering`). Progress goes to stderr.
 """
 
 from __future__ import annotations
@@ -14,11 +16,17 @@ import json
 import os
 import sys
 import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from rich.console import Console
 
 from ..config import redact
 from ..errors import PolybusError
 from . import RawBaseline
 from .harness import Plan, compare
+from .ordering import compare_orderings
+from .ordering import report as ordering_report
 from .sdk import CONSUME_APIS, SdkSide
 
 
@@ -42,6 +50,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="each",
         help="SDK consume loop: get + ack per message (each) or get_many + ack_many (batch)",
     )
+    parser.add_argument(
+        "--handler-ms",
+        type=float,
+        help="compare ordering none and key with a Worker whose handler awaits MS ms",
+    )
+    parser.add_argument(
+        "--keys", type=_positive, default=4, help="distinct keys (with --handler-ms)"
+    )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
@@ -53,6 +69,8 @@ def run(args: argparse.Namespace) -> int:
         if backend != "memory":
             return _fail(f"no URL for {backend}: pass --url or set POLYBUS_{backend.upper()}_URL")
         url = f"memory://bench-{uuid.uuid4().hex[:8]}"
+    if args.handler_ms is not None:
+        return _orderings(backend, url, args)
     try:
         raw = load_baseline(backend)
         plan = Plan(
@@ -64,11 +82,63 @@ def run(args: argparse.Namespace) -> int:
             warmup_messages=min(1_000, args.messages),
         )
         sdk = SdkSide(args.max_in_flight, args.consume_api)
-        report = asyncio.run(compare(backend, url, sdk, raw, plan))
+        with _progress() as progress:
+            report = asyncio.run(compare(backend, url, sdk, raw, plan, progress))
     except (PolybusError, ValueError) as exc:
         return _fail(f"bench {backend} on {redact(url)} failed: {exc}")
     print(json.dumps(report.as_json(), indent=2) if args.json else report.as_text())
     return 0
+
+
+def _orderings(backend: str, url: str, args: argparse.Namespace) -> int:
+    try:
+        with _progress() as progress:
+            results = asyncio.run(
+                compare_orderings(
+                    url,
+                    messages=args.messages,
+                    keys=args.keys,
+                    handler_ms=args.handler_ms,
+                    max_in_flight=args.max_in_flight,
+                    progress=progress,
+                )
+            )
+    except (PolybusError, ValueError, RuntimeError) as exc:
+        return _fail(f"bench {backend} on {redact(url)} failed: {exc}")
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "backend": backend,
+                    "url": redact(url),
+                    "handler_ms": args.handler_ms,
+                    "keys": args.keys,
+                    "messages": args.messages,
+                    "max_in_flight": args.max_in_flight,
+                    "msg_per_s": results,
+                },
+                indent=2,
+            )
+        )
+    else:
+        print(
+            ordering_report(
+                url, args.keys, args.messages, args.handler_ms, args.max_in_flight, results
+            )
+        )
+    return 0
+
+
+@contextmanager
+def _progress() -> Iterator[Callable[[str], None]]:
+    """A progress callback: a live status line on a terminal, plain lines otherwise; stderr
+    either way, so that stdout keeps only the report."""
+    console = Console(stderr=True)
+    if not console.is_terminal:
+        yield lambda step: console.print(f"polybus bench: {step}", highlight=False)
+        return
+    with console.status("starting") as status:
+        yield lambda step: status.update(step)
 
 
 def load_baseline(backend: str) -> RawBaseline:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..config import redact
@@ -38,7 +39,22 @@ class Plan:
             raise ValueError("latency_samples and warmup_messages must be >= 0")
 
 
-async def compare(backend: str, url: str, sdk: RawBaseline, raw: RawBaseline, plan: Plan) -> Report:
+Progress = Callable[[str], None]
+"""Told what the run is doing before each step (``"round 2/5: raw"``)."""
+
+
+def _quiet(step: str) -> None:
+    pass
+
+
+async def compare(
+    backend: str,
+    url: str,
+    sdk: RawBaseline,
+    raw: RawBaseline,
+    plan: Plan,
+    progress: Progress = _quiet,
+) -> Report:
     """Measure both sides under ``plan`` and return the report (medians of rounds)."""
     run_id = uuid.uuid4().hex[:8]
     body = os.urandom(plan.size)
@@ -51,18 +67,22 @@ async def compare(backend: str, url: str, sdk: RawBaseline, raw: RawBaseline, pl
             # own topic and own group per side and run: a group shared between the sides
             # (or with an earlier run) would rebalance one side when the other joins
             name = f"polybus-bench-{run_id}-{label}"
+            progress(f"setting up {label}")
             await side.setup(url, name, name)
             opened.append(side)
         warmup = [body] * plan.warmup_messages
-        for side in sides.values():
+        for label, side in sides.items():
+            progress(f"warm-up: {label}")
             await _round(side, warmup, body, plan.batch, min(plan.latency_samples, 10), None)
         for number in range(plan.rounds):
             order = ["sdk", "raw"] if number % 2 == 0 else ["raw", "sdk"]
             for label in order:
+                progress(f"round {number + 1}/{plan.rounds}: {label}")
                 await _round(
                     sides[label], bodies, body, plan.batch, plan.latency_samples, results[label]
                 )
     finally:
+        progress("tearing down")
         for side in opened:
             await side.teardown()
     return Report(

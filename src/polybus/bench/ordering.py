@@ -6,6 +6,7 @@ group, one after the other on one broker.
 mode, runs a Worker whose handler awaits MS milliseconds, and prints messages per second
 for ``ordering="none"`` (up to M handlers at once, whatever the key) and
 ``ordering="key"`` (a key's messages one at a time, so at most K at once).
+``polybus bench BACKEND --handler-ms MS`` runs the same comparison.
 """
 
 from __future__ import annotations
@@ -15,9 +16,11 @@ import asyncio
 import sys
 import time
 import uuid
+from collections.abc import Callable
 
 import polybus
 from polybus.config import redact
+from polybus.errors import ConfigError
 
 
 async def measure(
@@ -58,6 +61,48 @@ async def measure(
     return messages / elapsed
 
 
+async def compare_orderings(
+    url: str,
+    *,
+    messages: int = 5000,
+    keys: int = 4,
+    handler_ms: float = 1.0,
+    max_in_flight: int = 64,
+    progress: Callable[[str], None] = lambda step: None,
+) -> dict[str, float | str]:
+    """Messages per second for ``ordering="none"`` and ``ordering="key"``, measured one
+    after the other on ``url``; a mode the backend refuses maps to the refusal's text."""
+    results: dict[str, float | str] = {}
+    for ordering in ("none", "key"):
+        progress(f"ordering={ordering}: {messages} messages, handler {handler_ms:g} ms")
+        try:
+            results[ordering] = await measure(
+                url, ordering, messages, keys, handler_ms / 1000, max_in_flight
+            )
+        except ConfigError as exc:
+            results[ordering] = f"refused: {exc}"
+    return results
+
+
+def report(
+    url: str,
+    keys: int,
+    messages: int,
+    handler_ms: float,
+    window: int,
+    results: dict[str, float | str],
+) -> str:
+    """The comparison as text, one line per mode."""
+    lines = [
+        f"{redact(url)}: {messages} messages over {keys} keys, handler {handler_ms:g} ms, "
+        f"max_in_flight {window}"
+    ]
+    for ordering, rate in results.items():
+        shown = f"{rate:>10,.0f} msg/s" if isinstance(rate, float) else rate
+        lines.append(f"  ordering={ordering:<5} {shown}")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m polybus.bench.ordering", description=__doc__)
     parser.add_argument("url")
@@ -66,16 +111,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--handler-ms", type=float, default=1.0)
     parser.add_argument("--max-in-flight", type=int, default=64)
     args = parser.parse_args(argv)
-    work = args.handler_ms / 1000
-    print(
-        f"{redact(args.url)}: {args.messages} messages over {args.keys} keys, handler "
-        f"{args.handler_ms:g} ms, max_in_flight {args.max_in_flight}"
-    )
-    for ordering in ("none", "key"):
-        rate = asyncio.run(
-            measure(args.url, ordering, args.messages, args.keys, work, args.max_in_flight)
+    results = asyncio.run(
+        compare_orderings(
+            args.url,
+            messages=args.messages,
+            keys=args.keys,
+            handler_ms=args.handler_ms,
+            max_in_flight=args.max_in_flight,
         )
-        print(f"  ordering={ordering:<5} {rate:>10,.0f} msg/s")
+    )
+    print(report(args.url, args.keys, args.messages, args.handler_ms, args.max_in_flight, results))
     return 0
 
 
