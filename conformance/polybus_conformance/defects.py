@@ -25,17 +25,6 @@ _PUBSUB_EMULATOR = _EMULATOR_IN_MEMORY.format("the Pub/Sub emulator")
 _MOTO = _EMULATOR_IN_MEMORY.format("moto server")
 
 KNOWN_DEFECTS: dict[str, dict[str, str]] = {
-    "tansu": {
-        # measured with raw confluent-kafka (no polybus code): five records produced in
-        # one batch to an empty partition, ListOffsets latest and the high watermark say
-        # 1; tests/adapters/test_kafka_lag.py (strict xfail on tansu) shows it
-        "test_lag_counts_what_the_group_has_not_settled": (
-            "after a batch of several records tansu reports the partition's end offset "
-            "(high watermark, ListOffsets latest) as the batch's base offset + 1 until "
-            "the next batch arrives, so a backlog that ends in a publish_many batch reads "
-            "too small (Apache Kafka reports the offset after the batch's last record)"
-        ),
-    },
     "pubsub-emulator": {
         "test_fault_confirmed_survive_restart": _PUBSUB_EMULATOR,
         "test_fault_consumer_survives_crash": _PUBSUB_EMULATOR,
@@ -63,6 +52,19 @@ _MOTO_UNLOCKED_RECEIVE = (
 
 INTERMITTENT: dict[str, dict[str, str]] = {
     "tansu": {
+        # measured with raw confluent-kafka (no polybus code): five records produced in
+        # one batch to an empty partition, ListOffsets latest and the high watermark say
+        # 1; tests/adapters/test_kafka_lag.py (strict xfail on tansu) forces such a batch
+        # and shows it every time. polybus publishes with linger 0, so whether a
+        # publish_many leaves in one produce request or several varies per run (2 of 3
+        # runs passed alone, 2026-12-01): not strict here
+        "test_lag_counts_what_the_group_has_not_settled": (
+            "after a batch of several records tansu reports the partition's end offset "
+            "(high watermark, ListOffsets latest) as the batch's base offset + 1 until "
+            "the next batch arrives, so a backlog that ends in a publish_many batch reads "
+            "too small when the batch left in one produce request (Apache Kafka reports "
+            "the offset after the batch's last record)"
+        ),
         # measured with raw confluent-kafka (no polybus code): after three members
         # closed at once, a fresh member got no record for 90 s. It fails in most runs
         # (3 of 3 alone, 2026-12-01) and passed once in a full CI run, where the closes

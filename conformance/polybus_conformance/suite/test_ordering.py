@@ -9,7 +9,7 @@ from collections import defaultdict
 
 import pytest
 
-from polybus import Bus, Message, Outgoing
+from polybus import Bus, ConfigError, Message, Outgoing
 from polybus_conformance.fixtures import BusFactory, Names, Target
 from polybus_conformance.markers import needs
 from polybus_conformance.waiting import consume_concurrently
@@ -97,3 +97,21 @@ async def test_per_key_order_single_consumer(
     await _check_order(
         polybus_target, buses, polybus_names.topic(), polybus_names.group(), max_in_flight=8
     )
+
+
+async def test_key_order_refused_where_not_claimed(
+    polybus_target: Target, polybus_bus_factory: BusFactory, polybus_names: Names
+) -> None:
+    """7 per-key order refused: a backend that does not claim key order refuses
+    ordering="key" at subscribe and at declare with a ConfigError naming the backend"""
+    bus = await polybus_bus_factory()
+    if bus.capabilities.key_order:
+        pytest.skip(f"{polybus_target.backend} claims key order: the tests above certify it")
+    topic, group = polybus_names.topic(), polybus_names.group()
+    with pytest.raises(ConfigError) as at_subscribe:
+        bus.subscribe(topic, group=group, ordering="key")
+    with pytest.raises(ConfigError) as at_declare:
+        await bus.declare(topic, group, ordering="key")
+    for refusal in (at_subscribe.value, at_declare.value):
+        assert refusal.field == "ordering"
+        assert polybus_target.backend in str(refusal), f"the backend is not named: {refusal}"
