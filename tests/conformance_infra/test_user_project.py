@@ -3,6 +3,7 @@ loaded only when a project selects it."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -29,9 +30,17 @@ def test_my_names(names):
 
 
 def _pytest(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    # the user's own environment: none of this run's pytest or polybus settings (CI sets
+    # PYTEST_ADDOPTS for its own reports; POLYBUS_* select brokers)
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if name != "PYTEST_ADDOPTS" and not name.startswith("POLYBUS_")
+    }
     return subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args],
         cwd=project,
+        env=env,
         capture_output=True,
         text=True,
         timeout=120,
