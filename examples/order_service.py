@@ -79,6 +79,7 @@ def make_worker(bus: polybus.Bus, books: Books, topic: str = TOPIC) -> polybus.W
     @worker.handler(topic, group="history", max_in_flight=8, ordering="key")
     async def remember(order: Order) -> None:
         books.history.setdefault(order.customer, []).append(order.id)
+        log.info("order %d of %s remembered", order.id, order.customer)
 
     return worker
 

@@ -57,7 +57,7 @@ async def test_polybus_run_serves_until_sigterm_and_settles_everything(nats_url:
                 lines.append(line)
 
     try:
-        await read_until("subscribed topic=", 2)  # both groups exist from here on
+        await read_until("subscribed topic=", 3)  # every group exists from here on
         orders = [
             {"id": n, "customer": "c", "item": "i", "quantity": 1, "unit_price": 2.0}
             for n in range(5)
@@ -66,6 +66,7 @@ async def test_polybus_run_serves_until_sigterm_and_settles_everything(nats_url:
             await bus.publish_many(topic, [json.dumps(o).encode() for o in orders])
         await read_until("shipped order", 5)
         await read_until("counted", 5)
+        await read_until("remembered", 5)
         child.send_signal(signal.SIGTERM)
         async with asyncio.timeout(30):
             assert child.stderr is not None
@@ -80,8 +81,8 @@ async def test_polybus_run_serves_until_sigterm_and_settles_everything(nats_url:
     assert code == 0, log[-2000:]
     assert "stopping gracefully" in log
     async with polybus.connect(nats_url) as bus:
-        for group in ("fulfilment", "analytics"):
-            async with bus.subscribe(topic, group=group) as sub:
+        for group, ordering in (("fulfilment", "none"), ("analytics", "none"), ("history", "key")):
+            async with bus.subscribe(topic, group=group, ordering=ordering) as sub:
                 with pytest.raises(TimeoutError):
                     await sub.get(timeout=1.0)  # everything was acked before the exit
 
