@@ -13,13 +13,14 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from redis.asyncio import Redis
 
+import polybus
 from polybus_conformance.provisioning.base import Process, free_port, wait_ready
 from polybus_conformance.provisioning.redis import RedisLauncher, _pong
 from polybus_conformance.provisioning.urls import with_options
@@ -36,6 +37,21 @@ def raw(url: str) -> Any:
     """A plain redis-py client of the server at the polybus ``url`` (typed Any: redis-py's
     reply types are unions of everything)."""
     return Redis.from_url(url.split("?")[0])
+
+
+@pytest.fixture(name="bus")
+async def bus_fixture(redis_url: str) -> AsyncIterator[polybus.Bus]:
+    """An open bus on the test Redis (``from redis_support import bus_fixture``)."""
+    async with polybus.connect(redis_url) as opened:
+        yield opened
+
+
+@pytest.fixture(name="raw")
+async def raw_fixture(redis_url: str) -> AsyncIterator[Any]:
+    """A plain redis-py client on the test Redis (``from redis_support import raw_fixture``)."""
+    client = raw(redis_url)
+    yield client
+    await client.aclose()
 
 
 async def eventually(condition: Callable[[], Awaitable[bool]], within: float, what: str) -> None:

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis_support as support
+from redis_support import bus_fixture, raw_fixture  # noqa: F401 (fixtures)
 
 import polybus
 from polybus import Bus, Outgoing
@@ -20,19 +20,6 @@ from polybus.spi import GroupSpec, Ordering
 from polybus_redis import RedisAdapter, RedisSettings
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture
-async def bus(redis_url: str) -> AsyncIterator[Bus]:
-    async with polybus.connect(redis_url) as opened:
-        yield opened
-
-
-@pytest.fixture
-async def raw(redis_url: str) -> AsyncIterator[Any]:
-    client = support.raw(redis_url)
-    yield client
-    await client.aclose()
 
 
 def _settings(bus: Bus) -> RedisSettings:

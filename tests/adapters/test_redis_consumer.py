@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import redis_support as support
+from redis_support import raw_fixture  # noqa: F401 (fixtures)
 
 import polybus
 from polybus import Bus, Subscription
@@ -23,13 +24,6 @@ from polybus.spi import GroupSpec, Message
 from polybus_redis import RedisAdapter, RedisConsumer
 
 pytestmark = pytest.mark.timeout(90)
-
-
-@pytest.fixture
-async def raw(redis_url: str) -> AsyncIterator[Any]:
-    client = support.raw(redis_url)
-    yield client
-    await client.aclose()
 
 
 @pytest.fixture

@@ -4,30 +4,16 @@ and polybus's entries are plain for a native reader."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 import redis_support as support
+from redis_support import bus_fixture, raw_fixture  # noqa: F401 (fixtures)
 
-import polybus
 from polybus import Bus
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture
-async def bus(redis_url: str) -> AsyncIterator[Bus]:
-    async with polybus.connect(redis_url) as opened:
-        yield opened
-
-
-@pytest.fixture
-async def raw(redis_url: str) -> AsyncIterator[Any]:
-    client = support.raw(redis_url)
-    yield client
-    await client.aclose()
 
 
 async def test_foreign_entries_get_their_entry_id_stable_across_redeliveries(
