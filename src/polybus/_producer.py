@@ -8,6 +8,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING
 
+from ._coalesce import Coalescer
 from ._message import Envelope
 from ._topology import Topology, check_name
 from .errors import BusClosed, MessageTooLarge, PublishError
@@ -64,6 +65,7 @@ class Producer:
         self.state = state
         self.hook = hook
         self.telemetry = telemetry
+        self._coalescer = Coalescer(self._send_now)
 
     async def publish(self, topic: str, envelopes: Sequence[Envelope]) -> None:
         self.state.check()
@@ -99,6 +101,13 @@ class Producer:
                 log.debug("published topic=%s id=%s", topic, env.id)
 
     async def _send(self, topic: str, envelopes: Sequence[Envelope]) -> None:
+        if len(envelopes) == 1:
+            # concurrent single publishes share one adapter call (see _coalesce)
+            await self._coalescer.publish(topic, envelopes[0])
+        else:
+            await self._send_now(topic, envelopes)
+
+    async def _send_now(self, topic: str, envelopes: Sequence[Envelope]) -> None:
         self.state.check()
         timeout = self.adapter.publish_timeout
         try:

@@ -26,8 +26,17 @@ def test_percentile_is_nearest_rank() -> None:
 
 
 def test_summary_takes_medians_of_rounds() -> None:
-    side = SideResult([10.0, 30.0, 20.0], [1.0, 3.0, 2.0], [5.0, 6.0, 7.0], [0.001, 0.003])
+    side = SideResult(
+        [10.0, 30.0, 20.0],
+        [1.0, 3.0, 2.0],
+        [5.0, 6.0, 7.0],
+        [0.001, 0.003],
+        single_rates=[4.0, 8.0, 6.0],
+        concurrent_rates=[9.0, 7.0, 8.0],
+    )
     assert side.summary() == {
+        "publish_one_per_s": 6.0,
+        "publish_concurrent_per_s": 8.0,
         "publish_per_s": 20.0,
         "consume_ack_per_s": 2.0,
         "end_to_end_per_s": 6.0,
@@ -51,7 +60,7 @@ def test_report_ratios_and_text() -> None:
     assert report.ratios["publish_per_s"] == 0.5
     assert math.isnan(report.ratios["latency_p50_ms"])  # no division by zero
     text = report.as_text()
-    assert "publish, confirmed (msg/s)" in text
+    assert "publish, batches of 5" in text
     assert "0.50" in text
 
 
@@ -61,14 +70,29 @@ def test_plan_refuses_non_positive_counts(field: str) -> None:
         Plan(**{field: 0})
 
 
+@pytest.mark.parametrize("field", ["singles", "concurrency", "latency_samples"])
+def test_plan_refuses_negative_counts(field: str) -> None:
+    with pytest.raises(ValueError, match=field):
+        Plan(**{field: -1})
+
+
 def test_bench_memory_runs_both_sides(capsys: pytest.CaptureFixture[str]) -> None:
     argv = ["bench", "memory", "--messages", "300", "--rounds", "2", "--batch", "50"]
-    assert cli.main([*argv, "--latency-samples", "20", "--json"]) == 0
+    assert cli.main([*argv, "--latency-samples", "20", "--concurrency", "100", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert (report["backend"], report["messages"], report["rounds"]) == ("memory", 300, 2)
     assert (report["size"], report["batch"]) == (1024, 50)
+    assert (report["singles"], report["concurrency"]) == (300, 100)
+    assert "Worker" in report["sdk_description"]  # the default consumer
+    figures = (
+        "publish_one_per_s",
+        "publish_concurrent_per_s",
+        "publish_per_s",
+        "consume_ack_per_s",
+        "end_to_end_per_s",
+    )
     for side in ("sdk", "raw"):
-        for figure in ("publish_per_s", "consume_ack_per_s", "end_to_end_per_s"):
+        for figure in figures:
             assert report[side][figure] > 0
         assert 0 < report[side]["latency_p50_ms"] <= report[side]["latency_p99_ms"]
     assert set(report["ratios"]) == set(report["sdk"])
@@ -77,17 +101,39 @@ def test_bench_memory_runs_both_sides(capsys: pytest.CaptureFixture[str]) -> Non
 def test_bench_text_output(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["bench", "memory", "--messages", "50", "--rounds", "1"]) == 0
     out = capsys.readouterr().out
-    for label in ("publish, confirmed", "consume + ack", "latency p50", "latency p99"):
+    labels = (
+        "publish, one awaited",
+        "publish, 500 in flight",
+        "publish, batches of 500",
+        "consume + ack",
+        "latency p50",
+        "latency p99",
+    )
+    for label in labels:
         assert label in out
     assert "SDK/raw" in out
 
 
-def test_bench_batch_consume_api(capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    ("api", "described"), [("batch", "get_many + ack_many"), ("each", "Message.ack per message")]
+)
+def test_bench_other_consume_apis(
+    api: str, described: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     argv = ["bench", "memory", "--messages", "300", "--rounds", "1", "--latency-samples", "5"]
-    assert cli.main([*argv, "--consume-api", "batch", "--json"]) == 0
+    assert cli.main([*argv, "--consume-api", api, "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert "get_many + ack_many" in report["sdk_description"]
+    assert described in report["sdk_description"]
     assert report["sdk"]["consume_ack_per_s"] > 0
+
+
+def test_bench_phases_can_be_skipped(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["bench", "memory", "--messages", "100", "--rounds", "1", "--latency-samples", "0"]
+    assert cli.main([*argv, "--singles", "0", "--concurrency", "0", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert "publish_one_per_s" not in report["sdk"]
+    assert "publish_concurrent_per_s" not in report["sdk"]
+    assert report["sdk"]["publish_per_s"] > 0
 
 
 def test_bench_needs_a_url_for_a_server_backend(

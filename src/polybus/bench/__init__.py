@@ -24,11 +24,19 @@ class RawBaseline(Protocol):
     async def publish(self, bodies: list[bytes]) -> None:
         """Publish every body and return once the broker confirmed all of them."""
 
-    async def consume(self, count: int) -> None:
-        """Receive and ack ``count`` messages (already published), one ack each."""
+    async def consume(self, count: int) -> float | None:
+        """Receive and ack ``count`` messages (already published), one ack each. May
+        return the seconds the work itself took (a Worker measured from its first
+        settlement to its last, without its start-up); None: the call is timed."""
 
     async def round_trip(self, body: bytes) -> None:
         """Publish one message (confirmed), receive it and ack it: one latency sample."""
 
     async def teardown(self) -> None:
         """Disconnect; deleting what setup created is optional."""
+
+
+# Optional, found with getattr: ``async def publish_concurrent(bodies)`` publishes the
+# wave of the concurrent phase (the SDK: one ``publish`` call per body, all at once;
+# without it the wave goes to ``publish``, the raw client's pipelined form), and
+# ``async def end_round()`` runs after a round's latency samples.

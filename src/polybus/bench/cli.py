@@ -37,7 +37,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--messages", type=_positive, default=20_000, help="per round")
     parser.add_argument("--rounds", type=_positive, default=5, help="rounds per side")
     parser.add_argument("--size", type=_positive, default=1024, help="body bytes (1 KiB)")
-    parser.add_argument("--batch", type=_positive, default=100, help="messages per publish")
+    parser.add_argument(
+        "--batch", type=_positive, default=500, help="messages per publish_many batch"
+    )
+    parser.add_argument(
+        "--singles",
+        type=int,
+        help="messages published one awaited publish at a time per round "
+        "(default: --messages, at most 1000; 0 skips)",
+    )
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=500,
+        help="publishes in flight at once in the concurrent phase (0 skips)",
+    )
     parser.add_argument(
         "--latency-samples", type=int, default=200, help="round trips per round (0: none)"
     )
@@ -47,8 +61,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--consume-api",
         choices=CONSUME_APIS,
-        default="each",
-        help="SDK consume loop: get + ack per message (each) or get_many + ack_many (batch)",
+        default="worker",
+        help="SDK consumer: a Worker (worker), get + ack per message (each) or "
+        "get_many + ack_many (batch)",
     )
     parser.add_argument(
         "--handler-ms",
@@ -80,6 +95,8 @@ def run(args: argparse.Namespace) -> int:
             batch=args.batch,
             latency_samples=args.latency_samples,
             warmup_messages=min(1_000, args.messages),
+            singles=min(args.messages, 1_000) if args.singles is None else args.singles,
+            concurrency=args.concurrency,
         )
         sdk = SdkSide(args.max_in_flight, args.consume_api)
         with _progress() as progress:
