@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -49,6 +49,10 @@ class RedisSettings:
     maxlen: int | None = None
     """Approximate stream length kept (XADD MAXLEN ~); none keeps every entry."""
     max_message_size: int = 8 * 1024 * 1024
+    max_connections: int = 32
+    """Connections of the shared pool (publishes, acks, renewals; each consumer's
+    blocking reads have one of their own). More concurrent commands wait for a free
+    one (within ``publish_timeout``) instead of failing."""
     require_persistence: bool = False
     """Refuse a server that does not keep an append-only file (and claim ``persistent``
     when its configuration cannot be read)."""
@@ -62,6 +66,8 @@ class RedisSettings:
             raise ConfigError("block", "must be at least 0.01 seconds")
         if self.claim_idle < 1:
             raise ConfigError("claim_idle", "must be at least 1 second")
+        if self.max_connections < 1:
+            raise ConfigError("max_connections", f"must be >= 1, got {self.max_connections}")
         if self.maxlen is not None and self.maxlen < 1:
             raise ConfigError("maxlen", f"must be >= 1 or none, got {self.maxlen}")
         if not 1 <= self.max_message_size <= 512 * 1024 * 1024:
@@ -107,7 +113,9 @@ def parse(url: str, options: Mapping[str, Any]) -> RedisSettings:
 
 
 def client(settings: RedisSettings, *, dedicated: bool = False) -> Redis:
-    """A redis-py client. Shared (a pool): a command is sent once more on a broken
+    """A redis-py client. Shared: a blocking pool of ``max_connections`` (redis-py's
+    default pool refuses the 101st concurrent command with "Too many connections", as
+    a Worker's 256 handlers acking at once do); a command is sent once more on a broken
     connection (a stale pooled one after a server restart), never after a timeout.
     Dedicated (one connection, for a consumer's blocking reads): no retry.
 
@@ -132,6 +140,18 @@ def client(settings: RedisSettings, *, dedicated: bool = False) -> Redis:
         **s.options,
     }
     try:
-        return Redis(**kwargs)
+        # resolves the connection class and its arguments as redis-py does (no I/O)
+        plain = Redis(**kwargs)
+        if dedicated:
+            return plain
+        resolved = plain.connection_pool
+        pool = BlockingConnectionPool(
+            connection_class=resolved.connection_class,
+            max_connections=s.max_connections,
+            timeout=None,  # every call is bounded by the adapter
+            **resolved.connection_kwargs,
+        )
+        pool.make_connection()  # the connection accepts the options (no I/O)
     except TypeError as exc:
         raise ConfigError("options", f"not accepted by redis.asyncio.Redis: {exc}") from exc
+    return Redis.from_pool(pool)

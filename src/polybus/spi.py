@@ -229,8 +229,13 @@ class Adapter(abc.ABC):
         """Publish a batch (the topic is declared) and return once the broker
         confirmed every message.
 
-        Raise :class:`~polybus.errors.PublishError` (``retryable`` set, ``failed_ids``
-        naming the unconfirmed ones) or :class:`~polybus.errors.MessageTooLarge`.
+        A batch is a ``publish_many`` call or the concurrent single publishes of one
+        event-loop turn (the core coalesces them, up to 500 messages or 1 MiB), so
+        keep the messages in order and name what failed: raise
+        :class:`~polybus.errors.PublishError` (``retryable`` set, ``failed_ids``
+        naming the unconfirmed ones, so that only their callers fail) or
+        :class:`~polybus.errors.MessageTooLarge` (the core then sends the batch's
+        messages again one by one, so each caller gets its own answer).
         """
 
     @abc.abstractmethod

@@ -316,3 +316,26 @@ async def test_cancelling_a_call_is_never_lost(redis_url: str, buses: list[Bus])
     finally:
         await consumer.close()
     assert lost == 0, f"{lost} of 100 cancellations were lost"
+
+
+async def test_more_concurrent_acks_than_pooled_connections_all_succeed(
+    redis_url: str, buses: list[Bus], raw: Any
+) -> None:
+    """A Worker's handlers ack at once (256 by default): more commands than the pool has
+    connections wait for one. redis-py's own pool refused the 101st with "Too many
+    connections" (the ack failed as BrokerUnavailable)."""
+    bus = await _bus(buses, redis_url)  # default pool: 32 connections
+    topic, group = support.name("acks"), support.name("g")
+    sub = await bus.subscribe(topic, group=group, max_in_flight=300).open()
+    await bus.publish_many(topic, [f"m{i}".encode() for i in range(300)])
+    got: list[Message] = []
+    while len(got) < 300:
+        got += await sub.get_many(300 - len(got), timeout=10)
+    await asyncio.gather(*(m.ack() for m in got))
+    assert (await raw.xpending(f"polybus:{topic}", group))["pending"] == 0
+    await sub.close()
+
+
+def test_the_pool_size_is_validated() -> None:
+    with pytest.raises(polybus.errors.ConfigError, match="max_connections"):
+        polybus.connect("redis://127.0.0.1:6379?max_connections=0")
