@@ -3,8 +3,11 @@ through polybus (``Bus.publish`` / ``Bus.publish_many`` and a consumer), no midd
 
 Three ways to consume, chosen with ``consume_api``: ``worker`` (the default) runs a
 :class:`~polybus.Worker` whose handler takes each message (the Worker acks it), as
-applications consume, timed from its first settlement to its last (its start-up and
-group join are not part of the figure); ``each`` takes messages one by one
+applications consume, timed from its first settlement to its last. The Worker runs
+for the whole benchmark (a restart per round would time group joins and rebalances);
+outside the consume and latency phases its handlers wait at a gate, so it holds at
+most ``max_in_flight`` messages while the publish phases run, as the raw consumers'
+prefetch does; ``each`` takes messages one by one
 (``Subscription.get``) and acks each (``Message.ack``); ``batch`` takes what is ready
 (``Subscription.get_many``) and acks it with one ``Subscription.ack_many``, as the raw
 clients' batch consume loops do."""
@@ -72,6 +75,7 @@ class SdkSide:
     async def consume(self, count: int) -> float | None:
         if self.consume_api == "worker":
             worker = self._worker or await self._start_worker()
+            worker.gate.set()
             return await worker.settled(count)
         sub = self._opened_sub()
         if self.consume_api == "batch":
@@ -90,20 +94,23 @@ class SdkSide:
         await self._opened_bus().publish(self._topic, body)
         if self.consume_api == "worker":
             worker = self._worker or await self._start_worker()
+            worker.gate.set()
             await worker.settled(1)
             return
         msg = await self._opened_sub().get(timeout=IDLE_TIMEOUT)
         await msg.ack()
 
     async def end_round(self) -> None:
-        """Stop the round's Worker: the next round's publish phases run without one, as
-        the raw side's do."""
+        """Close the Worker's gate: the next round's publish phases run while its
+        handlers wait."""
         if self._worker is not None:
-            worker, self._worker = self._worker, None
-            await worker.stop()
+            self._worker.gate.clear()
 
     async def teardown(self) -> None:
-        await self.end_round()
+        if self._worker is not None:
+            worker, self._worker = self._worker, None
+            worker.gate.set()
+            await worker.stop()
         if self._sub is not None:
             await self._sub.close()
         if self._bus is not None:
@@ -126,7 +133,8 @@ class SdkSide:
 
 
 class _BenchWorker:
-    """A Worker with a handler that takes each message, counting what it acked."""
+    """A Worker with a handler that takes each message once ``gate`` is open, counting
+    what it acked."""
 
     def __init__(self, bus: polybus.Bus, topic: str, group: str) -> None:
         self.worker = polybus.Worker(bus, handle_signals=False)
@@ -136,10 +144,15 @@ class _BenchWorker:
         self.expected = 0
         self._progress = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self.gate = asyncio.Event()
 
     async def start(self, max_in_flight: int) -> None:
+        gate = self.gate
+
         @self.worker.handler(self.topic, group=self.group, max_in_flight=max_in_flight)
         async def take(msg: polybus.Message) -> None:
+            if not gate.is_set():
+                await gate.wait()
             msg.body  # noqa: B018 - received, as the raw side reads each value
 
         self.worker._observers.append(self._observe)
