@@ -23,7 +23,6 @@ from polybus.errors import BrokerUnavailable, ConfigError, MessageTooLarge, Poly
 from polybus.spi import Adapter, Backoff, Capabilities, Consumer, Envelope, GroupSpec, Lag
 
 from . import _errors, _settings, _wire
-from ._batch import Coalescer
 from ._clients import Clients, make_clients
 from ._consumer import MAX_NACK_DELAY, PubSubConsumer
 from ._topology import ADMIN_TIMEOUT, MAX_DELIVERY_ATTEMPTS, Paths, Topology
@@ -72,7 +71,14 @@ class PubSubAdapter(Adapter):
         self.paths = Paths(settings.project)
         self._clients: Clients | None = None
         self._topology: Topology | None = None
-        self._publishers: dict[str, Coalescer[ps.PubsubMessage]] = {}
+        self._retry = retry_async.AsyncRetry(
+            # rides out a short blip, within publish_timeout (the client's own retry
+            # would go on for 60 s whatever the setting)
+            predicate=_errors.is_transient,
+            initial=0.1,
+            maximum=2.0,
+            timeout=settings.publish_timeout,
+        )
 
     def __repr__(self) -> str:
         return f"<PubSubAdapter project={self.settings.project} {self.settings.endpoint_label()}>"
@@ -136,9 +142,6 @@ class PubSubAdapter(Adapter):
         self._topology = None
         if clients is None:
             return
-        for coalescer in self._publishers.values():
-            await coalescer.drain()
-        self._publishers.clear()
         await clients.close()
 
     # -- topology -------------------------------------------------------------------
@@ -172,35 +175,22 @@ class PubSubAdapter(Adapter):
                     data=wire.data, ordering_key=wire.ordering_key, attributes=wire.attributes
                 )
             )
+        clients = self._clients
+        if clients is None:
+            raise PolybusError("the pubsub adapter is not open")
+        path = self.paths.topic(topic)
+        sent = 0
         try:
-            await self._publisher(topic).submit(messages)
+            # in order, one Publish RPC per chunk: the first failure stops the rest, so
+            # a key's messages never reach Pub/Sub out of order
+            for chunk in _chunks(messages, self.settings.batch_max_messages):
+                await clients.publisher.publish(
+                    topic=path, messages=chunk, timeout=self.publish_timeout, retry=self._retry
+                )
+                sent += len(chunk)
         except Exception as exc:
-            ids = [env.id for env in envelopes]
+            ids = [env.id for env in envelopes[sent:]]
             raise _errors.publish_error(exc, topic, ids) from exc
-
-    def _publisher(self, topic: str) -> Coalescer[ps.PubsubMessage]:
-        coalescer = self._publishers.get(topic)
-        if coalescer is None:
-            path = self.paths.topic(topic)
-            client = self.clients.publisher
-            timeout = self.settings.publish_timeout
-            # rides out a short blip, within publish_timeout (the client's own retry
-            # would go on for 60 s whatever the setting)
-            retry = retry_async.AsyncRetry(
-                predicate=_errors.is_transient, initial=0.1, maximum=2.0, timeout=timeout
-            )
-
-            async def send(batch: list[ps.PubsubMessage]) -> None:
-                await client.publish(topic=path, messages=batch, timeout=timeout, retry=retry)
-
-            coalescer = Coalescer(
-                send,
-                max_items=self.settings.batch_max_messages,
-                max_bytes=MAX_REQUEST_BYTES,
-                weight=lambda m: ps.PubsubMessage.pb(m).ByteSize(),
-            )
-            self._publishers[topic] = coalescer
-        return coalescer
 
     # -- lag ------------------------------------------------------------------------
 
@@ -252,3 +242,20 @@ class PubSubAdapter(Adapter):
             group,
             self.settings,
         )
+
+
+def _chunks(messages: list[ps.PubsubMessage], max_items: int) -> list[list[ps.PubsubMessage]]:
+    """``messages`` cut into Publish requests of at most ``max_items`` messages and
+    ``MAX_REQUEST_BYTES``, in order."""
+    chunks: list[list[ps.PubsubMessage]] = [[]]
+    size = 0
+    for message in messages:
+        weight = ps.PubsubMessage.pb(message).ByteSize()
+        current = chunks[-1]
+        if current and (len(current) >= max_items or size + weight > MAX_REQUEST_BYTES):
+            current = []
+            chunks.append(current)
+            size = 0
+        current.append(message)
+        size += weight
+    return chunks

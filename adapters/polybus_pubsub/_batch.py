@@ -1,4 +1,5 @@
-"""Coalescing of concurrent calls into few RPCs: publishes and acks.
+"""Coalescing of concurrent acks into few Acknowledge RPCs (publishes are coalesced by
+the core before they reach the adapter).
 
 Calls made by many tasks in the same event-loop turn are sent together: one RPC
 carries up to ``max_items`` items and ``max_bytes`` bytes, in the order the calls

@@ -151,7 +151,7 @@ def client(settings: RedisSettings, *, dedicated: bool = False) -> Redis:
             timeout=None,  # every call is bounded by the adapter
             **resolved.connection_kwargs,
         )
-        pool.make_connection()  # the connection accepts the options (no I/O)
+        pool.make_connection()  # type: ignore[no-untyped-call]  # accepts the options? no I/O
     except TypeError as exc:
         raise ConfigError("options", f"not accepted by redis.asyncio.Redis: {exc}") from exc
     return Redis.from_pool(pool)

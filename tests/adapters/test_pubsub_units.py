@@ -230,3 +230,16 @@ async def test_coalescer_failure_fails_the_rest_of_the_flush() -> None:
     assert isinstance(results[1], RuntimeError)
     assert isinstance(results[2], RuntimeError)  # never sent after an earlier failure
     assert sent == [[1]]
+
+
+def test_a_batch_is_cut_into_requests_in_order() -> None:
+    from google.pubsub_v1 import types as ps
+
+    from polybus_pubsub import _adapter
+
+    messages = [ps.PubsubMessage(data=bytes([i]) * 10) for i in range(7)]
+    chunks = _adapter._chunks(messages, 3)
+    assert [len(c) for c in chunks] == [3, 3, 1]
+    assert [m for c in chunks for m in c] == messages
+    big = [ps.PubsubMessage(data=b"x" * 4_000_000) for _ in range(3)]
+    assert [len(c) for c in _adapter._chunks(big, 1000)] == [2, 1]  # 9.5 MB per request
