@@ -23,6 +23,7 @@ from polybus.errors import BrokerUnavailable, ConfigError, MessageTooLarge, Poly
 from polybus.spi import Adapter, Backoff, Capabilities, Consumer, Envelope, GroupSpec, Lag
 
 from . import _errors, _settings, _wire
+from ._batch import cut
 from ._clients import Clients, make_clients
 from ._consumer import MAX_NACK_DELAY, PubSubConsumer
 from ._topology import ADMIN_TIMEOUT, MAX_DELIVERY_ATTEMPTS, Paths, Topology
@@ -183,7 +184,9 @@ class PubSubAdapter(Adapter):
         try:
             # in order, one Publish RPC per chunk: the first failure stops the rest, so
             # a key's messages never reach Pub/Sub out of order
-            for chunk in _chunks(messages, self.settings.batch_max_messages):
+            for chunk in cut(
+                messages, self.settings.batch_max_messages, MAX_REQUEST_BYTES, _request_size
+            ):
                 await clients.publisher.publish(
                     topic=path, messages=chunk, timeout=self.publish_timeout, retry=self._retry
                 )
@@ -244,18 +247,5 @@ class PubSubAdapter(Adapter):
         )
 
 
-def _chunks(messages: list[ps.PubsubMessage], max_items: int) -> list[list[ps.PubsubMessage]]:
-    """``messages`` cut into Publish requests of at most ``max_items`` messages and
-    ``MAX_REQUEST_BYTES``, in order."""
-    chunks: list[list[ps.PubsubMessage]] = [[]]
-    size = 0
-    for message in messages:
-        weight = ps.PubsubMessage.pb(message).ByteSize()
-        current = chunks[-1]
-        if current and (len(current) >= max_items or size + weight > MAX_REQUEST_BYTES):
-            current = []
-            chunks.append(current)
-            size = 0
-        current.append(message)
-        size += weight
-    return chunks
+def _request_size(message: ps.PubsubMessage) -> int:
+    return int(ps.PubsubMessage.pb(message).ByteSize())

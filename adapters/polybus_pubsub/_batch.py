@@ -30,7 +30,34 @@ class _Call(Generic[T]):
 class _Chunk(Generic[T]):
     items: list[T] = field(default_factory=list)
     calls: list[_Call[T]] = field(default_factory=list)
-    size: int = 0
+
+
+U = TypeVar("U")
+
+
+def cut(
+    items: Sequence[U],
+    max_items: int,
+    max_bytes: int | None = None,
+    weight: Callable[[U], int] = lambda _item: 0,
+) -> list[list[U]]:
+    """``items`` in order, cut into requests of at most ``max_items`` items and
+    ``max_bytes`` of ``weight`` (an item heavier than that goes alone)."""
+    chunks: list[list[U]] = []
+    current: list[U] = []
+    size = 0
+    for item in items:
+        heft = weight(item)
+        if current and (
+            len(current) >= max_items or (max_bytes is not None and size + heft > max_bytes)
+        ):
+            chunks.append(current)
+            current, size = [], 0
+        current.append(item)
+        size += heft
+    if current:
+        chunks.append(current)
+    return chunks
 
 
 class Coalescer(Generic[T]):
@@ -87,24 +114,15 @@ class Coalescer(Generic[T]):
         task.add_done_callback(self._inflight.discard)
 
     def _chunks(self, calls: list[_Call[T]]) -> list[_Chunk[T]]:
-        chunks: list[_Chunk[T]] = [_Chunk()]
-        for call in calls:
-            for item in call.items:
-                current = chunks[-1]
-                weight = self._weight(item)
-                full = len(current.items) >= self._max_items or (
-                    self._max_bytes is not None
-                    and bool(current.items)
-                    and current.size + weight > self._max_bytes
-                )
-                if full:
-                    current = _Chunk()
-                    chunks.append(current)
-                current.items.append(item)
-                current.size += weight
-                if not current.calls or current.calls[-1] is not call:
-                    current.calls.append(call)
+        pairs = [(call, item) for call in calls for item in call.items]
+        chunks: list[_Chunk[T]] = []
+        for part in cut(pairs, self._max_items, self._max_bytes, lambda p: self._weight(p[1])):
+            chunk: _Chunk[T] = _Chunk(items=[item for _, item in part])
+            for call, _ in part:
+                if not chunk.calls or chunk.calls[-1] is not call:
+                    chunk.calls.append(call)
                     call.chunks += 1
+            chunks.append(chunk)
         return chunks
 
     async def _run(self, chunks: list[_Chunk[T]]) -> None:

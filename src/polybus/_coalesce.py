@@ -6,8 +6,8 @@ after one turn, handed to the adapter as one batch: one produce loop, one wait f
 confirmations, one timeout, instead of one of each per call. The first call of a turn
 leads: it yields once (so that the turn's other calls can join), then sends alone if
 nobody joined (no task, no future), or hands the batch to a task of its own (so that
-cancelling one caller fails nobody else). Awaited one after the other, publishes never share a
-batch, so their order is untouched; a batch keeps the order of its calls.
+cancelling one caller fails nobody else). Awaited one after the other, publishes never
+share a batch, so their order is untouched; a batch keeps the order of its calls.
 
 Each caller learns its own outcome: confirmed, or the batch's error. When the adapter
 names the unconfirmed ids (``PublishError.failed_ids``) only their callers fail, each

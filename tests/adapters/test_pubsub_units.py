@@ -236,10 +236,12 @@ def test_a_batch_is_cut_into_requests_in_order() -> None:
     from google.pubsub_v1 import types as ps
 
     from polybus_pubsub import _adapter
+    from polybus_pubsub._batch import cut
 
     messages = [ps.PubsubMessage(data=bytes([i]) * 10) for i in range(7)]
-    chunks = _adapter._chunks(messages, 3)
+    chunks = cut(messages, 3, _adapter.MAX_REQUEST_BYTES, _adapter._request_size)
     assert [len(c) for c in chunks] == [3, 3, 1]
     assert [m for c in chunks for m in c] == messages
     big = [ps.PubsubMessage(data=b"x" * 4_000_000) for _ in range(3)]
-    assert [len(c) for c in _adapter._chunks(big, 1000)] == [2, 1]  # 9.5 MB per request
+    cut_big = cut(big, 1000, _adapter.MAX_REQUEST_BYTES, _adapter._request_size)
+    assert [len(c) for c in cut_big] == [2, 1]  # 9.5 MB per request
