@@ -202,8 +202,14 @@ class Bus:
         waits longer than the backend's ``publish_timeout``: then it raises a
         retryable :class:`~polybus.errors.PublishError`.
         """
-        env = self.envelope(body, key=key, headers=headers, id=id, content_type=content_type)
-        await self._producer.publish(topic, [env])
+        if type(body) is bytes and key is None and headers is None and id is None:
+            # nothing to encode or check: the hot path
+            env = make_envelope(
+                new_id(), body, None, NO_HEADERS, content_type or _codec.BYTES, now()
+            )
+        else:
+            env = self._envelope(body, key, headers, id, content_type, now())
+        await self._producer.publish_one(topic, env)
         return env.id
 
     async def publish_many(self, topic: str, messages: Iterable[Outgoing | object]) -> list[str]:

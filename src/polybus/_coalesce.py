@@ -39,10 +39,10 @@ MAX_BYTES = 1 << 20
 class _Batch:
     __slots__ = ("bytes", "calls", "leader")
 
-    def __init__(self, env: Envelope) -> None:
+    def __init__(self, env: Envelope, size: int) -> None:
         self.calls: list[tuple[Envelope, asyncio.Future[None] | None]] = [(env, None)]
         """The leader's call first (its future made only if the batch is shared)."""
-        self.bytes = env.size
+        self.bytes = size
         self.leader: asyncio.Future[None] | None = None
 
 
@@ -55,20 +55,23 @@ class Coalescer:
         self._open: dict[str, _Batch] = {}
         self._running: set[asyncio.Task[None]] = set()
 
-    async def publish(self, topic: str, env: Envelope) -> None:
-        """Publish ``env`` in this turn's batch for ``topic``; return once it is
-        confirmed, raise its error otherwise. Cancelling the call does not recall the
-        message (as with any publish already handed to a broker)."""
+    async def publish(self, topic: str, env: Envelope, size: int | None = None) -> None:
+        """Publish ``env`` (``size``: its ``Envelope.size``, if known) in this turn's batch for
+        ``topic``; return once it is confirmed, raise its error otherwise. Cancelling
+        the call does not recall the message (as with any publish already handed to a
+        broker)."""
+        if size is None:
+            size = env.size
         batch = self._open.get(topic)
         if batch is not None:  # join the turn's batch
             done = asyncio.get_running_loop().create_future()
             batch.calls.append((env, done))
-            batch.bytes += env.size
+            batch.bytes += size
             if len(batch.calls) >= MAX_MESSAGES or batch.bytes >= MAX_BYTES:
                 self._dispatch(topic, batch)
             await done
             return
-        batch = self._open[topic] = _Batch(env)
+        batch = self._open[topic] = _Batch(env, size)
         try:
             await asyncio.sleep(0)  # this turn's other publishes join
         except asyncio.CancelledError:

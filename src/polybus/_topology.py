@@ -39,7 +39,8 @@ class Topology:
     def __init__(self, adapter: Adapter, template: str = DEFAULT_DEAD_LETTER_TOPIC) -> None:
         self.adapter = adapter
         self.template = check_template(template)
-        self._topics: set[str] = set()
+        self.known: set[str] = set()
+        """The topics this bus declared (and checked)."""
         self._groups: dict[tuple[str, str], Ordering] = {}
 
     def spec(self, topic: str, group: str, ordering: Ordering = Ordering.NONE) -> GroupSpec:
@@ -55,9 +56,9 @@ class Topology:
         return self.template.format(topic=topic, group=group)
 
     async def topic(self, topic: str, *, again: bool = False) -> None:
-        if again or topic not in self._topics:
+        if again or topic not in self.known:
             await self.adapter.declare(topic, None)
-            self._topics.add(topic)
+            self.known.add(topic)
 
     async def group(self, spec: GroupSpec, *, again: bool = False) -> None:
         """Declare the group (and its dead-letter topic and group) unless this bus did

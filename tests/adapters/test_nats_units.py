@@ -173,3 +173,23 @@ def test_foreign_headers_pass_through_unescaped() -> None:
 def test_header_name_nats_cannot_carry_is_refused() -> None:
     with pytest.raises(InvalidMessage, match="bad name"):
         _headers.encode(_envelope({"bad name": "v"}), "S")
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        "$JS.ACK.polybus-orders.g.3.41.17.1796152887576401284.5",
+        # with a domain and account hash (nats-server 2.9+ behind a leaf node)
+        "$JS.ACK.hub.ACCHASH.polybus-orders.g.3.41.17.1796152887576401284.5.rand",
+    ],
+    ids=["plain", "domain"],
+)
+def test_delivery_facts_from_the_ack_subject_match_nats_py(reply: str) -> None:
+    from nats.aio.msg import Msg
+
+    from polybus_nats._consumer import _delivery
+
+    msg = Msg(None, subject="s", reply=reply, data=b"", headers=None)  # type: ignore[arg-type]
+    meta = msg.metadata
+    assert _delivery(msg) == (meta.num_delivered, meta.stream, meta.sequence.stream)
+    assert _delivery(msg) == (3, "polybus-orders", 41)

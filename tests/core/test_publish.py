@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import uuid
 
 import pydantic
@@ -192,3 +193,22 @@ async def test_publish_many_accepts_bare_bodies_and_outgoing(bus: polybus.Bus) -
     assert [m.body for m in got] == [b"raw", b"text", b'{"j":1}', b"o"]
     assert got[3].key == "k"
     assert await bus.publish_many(topic, []) == []
+
+
+def test_ids_are_unique_across_pool_refills_and_in_a_forked_child() -> None:
+    from polybus._message import new_id
+
+    parent = [new_id() for _ in range(600)]  # more than one pool's worth
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its ids must not be the parent's next ones
+        os.write(write, "".join(new_id() for _ in range(4)).encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    text = os.read(read, 4096).decode()
+    os.close(read)
+    child = {text[i : i + 32] for i in range(0, len(text), 32)}
+    later = [new_id() for _ in range(600)]
+    assert len(child) == 4
+    assert len(set(parent) | set(later) | child) == 1204
