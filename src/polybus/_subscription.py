@@ -22,6 +22,7 @@ from . import headers as h
 from ._deadletter import dead_letter_envelope
 from ._events import emit
 from ._message import Message
+from ._pipeline.acks import AckBatcher
 from ._pipeline.keys import KeyGate
 from ._pipeline.leases import LeaseKeeper
 from ._pipeline.supervision import Health, Supervisor
@@ -153,6 +154,8 @@ class Subscription:
         self._background: set[asyncio.Future[Any]] = set()
         """Dead-lettering and replay skips in progress (cancelled on close)."""
         self._closings: set[asyncio.Future[Any]] = set()
+        self._acks = AckBatcher()
+        """Acks go to each consumer in batches (see _pipeline.acks)."""
         """Retired consumers being closed (awaited on close, never cancelled)."""
         self._timers: set[asyncio.TimerHandle] = set()
         """Delayed in-place redeliveries."""
@@ -475,7 +478,7 @@ class Subscription:
             self._closing(via)
 
     def _settle_ack(self, msg: Message) -> Awaitable[None]:
-        # not a coroutine: the adapter's ack is the only awaitable, one frame less
+        # not a coroutine: the batch's future is the only awaitable, one frame less
         if self._closed:
             self._check(msg, "ack")  # raises, naming the reason
         via: Consumer = msg._via
@@ -483,7 +486,7 @@ class Subscription:
         self._forget(msg)
         if self._observer is not None:
             self._observer(msg, "ack")
-        return via.ack((msg,))
+        return self._acks.ack(via, msg)
 
     async def ack_many(self, messages: Iterable[Message]) -> None:
         """Ack several messages of this subscription, with one adapter call per consumer.
@@ -611,7 +614,7 @@ class Subscription:
         if self._observer is not None:
             self._observer(msg, "dead_letter")
         log.warning("dead-lettered %s id=%s reason=%s", self._where, msg.id, reason)
-        await via.ack((msg,))
+        await self._acks.ack(via, msg)
 
     async def _dead_letter_at_limit(self, msg: Message) -> None:
         limit = self.max_deliveries
@@ -636,7 +639,7 @@ class Subscription:
             self._where,
             msg.id,
         )
-        await via.ack((msg,))
+        await self._acks.ack(via, msg)
 
     # -- helpers --------------------------------------------------------------------
 
@@ -659,6 +662,7 @@ class Subscription:
 
     async def _close_consumer(self, consumer: Consumer) -> None:
         self._out.pop(consumer, None)
+        await self._acks.drain(consumer)  # what was acked reaches the broker first
         try:
             await consumer.close()
         except Exception as exc:  # the broker redelivers what was not given back

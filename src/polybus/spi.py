@@ -27,6 +27,9 @@ supervision: backoff, reopen,   raise :class:`~polybus.errors.BrokerUnavailable`
 health, ``reconnect_timeout``   :meth:`Consumer.receive` (or ``open``) when the broker is
                                 unreachable; the core retires the consumer and opens a
                                 fresh one with jittered exponential backoff
+ack batching: a consumer's      :meth:`Consumer.ack` of a batch, one command where the
+acks in one call, one call in   broker has one (XACK, ``basic.ack`` ``multiple``)
+flight per consumer
 replay isolation, closed-bus    nothing
 errors, publish time bound
 =============================  ==========================================================
@@ -167,7 +170,9 @@ class Consumer(abc.ABC):
     @abc.abstractmethod
     async def ack(self, messages: Sequence[Message]) -> None:
         """Settle ``messages`` (delivered by this consumer, unsettled) as processed:
-        none is delivered to this group again. One call for the whole batch."""
+        none is delivered to this group again. One call for the whole batch: the core
+        sends ``Message.ack`` calls in batches, one such call at a time per consumer
+        (``ack_many`` calls come as they are made)."""
 
     @abc.abstractmethod
     async def nack(self, message: Message, delay: float | None) -> None:

@@ -321,9 +321,9 @@ async def test_cancelling_a_call_is_never_lost(redis_url: str, buses: list[Bus])
 async def test_more_concurrent_acks_than_pooled_connections_all_succeed(
     redis_url: str, buses: list[Bus], raw: Any
 ) -> None:
-    """A Worker's handlers ack at once (256 by default): more commands than the pool has
-    connections wait for one. redis-py's own pool refused the 101st with "Too many
-    connections" (the ack failed as BrokerUnavailable)."""
+    """More concurrent commands than the pool has connections wait for one (here 300
+    ``ack_many`` calls at once: each is its own XACK). redis-py's own pool refused the
+    101st with "Too many connections" (the ack failed as BrokerUnavailable)."""
     bus = await _bus(buses, redis_url)  # default pool: 32 connections
     topic, group = support.name("acks"), support.name("g")
     sub = await bus.subscribe(topic, group=group, max_in_flight=300).open()
@@ -331,9 +331,45 @@ async def test_more_concurrent_acks_than_pooled_connections_all_succeed(
     got: list[Message] = []
     while len(got) < 300:
         got += await sub.get_many(300 - len(got), timeout=10)
-    await asyncio.gather(*(m.ack() for m in got))
+    await asyncio.gather(*(sub.ack_many([m]) for m in got))
     assert (await raw.xpending(f"polybus:{topic}", group))["pending"] == 0
     await sub.close()
+
+
+async def test_a_workers_acks_share_xack_commands(
+    redis_url: str, buses: list[Bus], raw: Any
+) -> None:
+    """A Worker's handlers ack one message each; the core sends them in batches, so
+    the server sees far fewer XACKs than messages. One XACK per message (as before)
+    took a pooled connection each: under load they queued past the pool without bound
+    and timed out after publish_timeout (the messages came back)."""
+    bus = await _bus(buses, redis_url)
+    topic, group, total = support.name("xacks"), support.name("g"), 2000
+    await bus.declare(topic, group)
+    await bus.publish_many(topic, [f"m{i}".encode() for i in range(total)])
+    before = await _xack_calls(raw)
+    seen: set[str] = set()
+    done = asyncio.Event()
+    worker = polybus.Worker(bus, handle_signals=False)
+
+    @worker.handler(topic, group=group, max_in_flight=256)
+    async def handle(msg: Message) -> None:
+        seen.add(msg.id)
+        if len(seen) == total:
+            done.set()
+
+    task = asyncio.create_task(worker.run())
+    async with asyncio.timeout(30):
+        await done.wait()
+    await worker.stop()
+    await task
+    assert (await raw.xpending(f"polybus:{topic}", group))["pending"] == 0
+    assert await _xack_calls(raw) - before <= total // 10
+
+
+async def _xack_calls(raw: Any) -> int:
+    stats = await raw.info("commandstats")
+    return int(stats.get("cmdstat_xack", {}).get("calls", 0))
 
 
 def test_the_pool_size_is_validated() -> None:

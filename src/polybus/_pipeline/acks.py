@@ -1,0 +1,89 @@
+"""Ack batching: the acks of a subscription reach each consumer in batches.
+
+A Worker settles every message in a task of its own, so acks arrive one at a time.
+Sent one adapter call each, they cost one broker command each (on Redis one ``XACK``
+and one pooled connection per message: past the pool's size, acks queued for
+connections without bound and timed out under load). Here the first ack of a consumer
+starts its flusher; the acks made before the flusher runs, or while its ack call is in
+flight, wait in line and go together in the next call (at most :data:`MAX_BATCH`
+messages). So one ack call per consumer is in flight at a time, a batch grows with the
+load, and a lone ack costs one turn of the event loop.
+
+Each caller waits for its batch: the ack returns once the adapter's call returned, or
+raises that call's error (every message of a failed call goes back to the broker: at
+least once, never lost). :meth:`AckBatcher.drain` lets the subscription send what is
+queued for a consumer before closing it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable
+
+from .._message import Message
+from ..spi import Consumer
+
+__all__ = ["MAX_BATCH", "AckBatcher"]
+
+MAX_BATCH = 1000
+"""Acks per adapter call at most; a longer line goes in several calls, one at a time."""
+
+_Line = list[tuple[Message, asyncio.Future[None]]]
+
+
+class AckBatcher:
+    """Queues acks per consumer and sends each consumer's line with
+    :meth:`~polybus.spi.Consumer.ack`, one call in flight per consumer."""
+
+    def __init__(self) -> None:
+        self._lines: dict[Consumer, _Line] = {}
+        self._flushers: dict[Consumer, asyncio.Task[None]] = {}
+
+    def ack(self, consumer: Consumer, msg: Message) -> Awaitable[None]:
+        """Queue ``msg`` for ``consumer``; the result resolves when its batch is acked
+        (or fails with the batch's error). Cancelling a wait does not recall the ack."""
+        done = asyncio.get_running_loop().create_future()
+        line = self._lines.get(consumer)
+        if line is None:
+            self._lines[consumer] = [(msg, done)]
+        else:
+            line.append((msg, done))
+        if consumer not in self._flushers:
+            task = asyncio.ensure_future(self._flush(consumer))
+            self._flushers[consumer] = task
+        return done
+
+    async def drain(self, consumer: Consumer) -> None:
+        """Wait until every ack queued for ``consumer`` was sent (or failed)."""
+        task = self._flushers.get(consumer)
+        if task is not None:
+            await asyncio.gather(asyncio.shield(task), return_exceptions=True)
+
+    async def _flush(self, consumer: Consumer) -> None:
+        lines = self._lines
+        try:
+            while True:
+                line = lines.pop(consumer, None)
+                if not line:
+                    return
+                if len(line) > MAX_BATCH:
+                    lines[consumer] = line[MAX_BATCH:]  # nothing joined since the pop
+                    line = line[:MAX_BATCH]
+                try:
+                    await consumer.ack([msg for msg, _ in line])
+                except asyncio.CancelledError:
+                    for _, done in line:
+                        done.cancel()
+                    raise
+                except Exception as exc:
+                    for _, done in line:
+                        if not done.done():
+                            done.set_exception(exc)
+                else:
+                    for _, done in line:
+                        if not done.done():
+                            done.set_result(None)
+        finally:
+            del self._flushers[consumer]
+            for _, done in lines.pop(consumer, None) or ():  # cancelled with a line queued
+                done.cancel()
