@@ -76,8 +76,8 @@ class Producer:
             await self.publish(topic, [env])
             return
         topology = self.topology
-        if topic not in topology.known:
-            check_name("topic", topic)
+        if type(topic) is not str or topic not in topology.known:
+            check_name("topic", topic)  # (an unhashable one never meets the set)
             await topology.topic(topic)
         size = env.size
         if size > self._limit:

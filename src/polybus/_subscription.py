@@ -154,9 +154,9 @@ class Subscription:
         self._background: set[asyncio.Future[Any]] = set()
         """Dead-lettering and replay skips in progress (cancelled on close)."""
         self._closings: set[asyncio.Future[Any]] = set()
+        """Retired consumers being closed (awaited on close, never cancelled)."""
         self._acks = AckBatcher()
         """Acks go to each consumer in batches (see _pipeline.acks)."""
-        """Retired consumers being closed (awaited on close, never cancelled)."""
         self._timers: set[asyncio.TimerHandle] = set()
         """Delayed in-place redeliveries."""
         self._observer: Callable[[Message, str], None] | None = None

@@ -139,10 +139,13 @@ async def test_invalid_message_fields(
         await bus.publish(name(), b"x", **kwargs)  # type: ignore[arg-type]
 
 
-async def test_bad_topic_is_a_config_error(bus: polybus.Bus) -> None:
+@pytest.mark.parametrize("topic", ["", None, 7, ["orders"]], ids=["empty", "none", "int", "list"])
+async def test_bad_topic_is_a_config_error(bus: polybus.Bus, topic: object) -> None:
     with pytest.raises(polybus.ConfigError) as info:
-        await bus.publish("", b"x")
+        await bus.publish(topic, b"x")  # type: ignore[arg-type]
     assert info.value.field == "topic"
+    with pytest.raises(polybus.ConfigError):
+        await bus.publish_many(topic, [b"x"])  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
