@@ -5,7 +5,8 @@ confirms), persistent messages into a durable quorum queue (a group of the defau
 ``ordering="none"``: no single active consumer) bound to a durable fanout exchange,
 prefetch 64 and one ``basic.ack`` per message sent by ``consume`` (not by the delivery
 callback, which would let the raw side consume during its publish phase), on pika's
-asyncio connection adapter: the SDK's topology and I/O model.
+asyncio connection adapter: the SDK's topology and I/O model. ``--raw-variant classic``
+uses a classic queue instead (for reference: what the quorum queue costs).
 """
 
 from __future__ import annotations
@@ -18,12 +19,19 @@ from pika.adapters.asyncio_connection import AsyncioConnection
 from pika.channel import Channel
 
 PREFETCH = 64
+RAW_VARIANTS = ("quorum", "classic")
+"""Queue types the raw side can use (``polybus bench rabbitmq --raw-variant``)."""
 
 
 class RawPika:
     """Implements :class:`polybus.bench.RawBaseline` with pika alone."""
 
-    def __init__(self) -> None:
+    def __init__(self, queue_type: str = "quorum") -> None:
+        self.queue_type = queue_type
+        self.description = (
+            f"pika, confirms, a durable {queue_type} queue behind a fanout exchange, "
+            "one basic.ack per message"
+        )
         self.conn: Any = None
         self.pub: Channel | None = None
         self.sub: Channel | None = None
@@ -61,7 +69,7 @@ class RawPika:
                 self.exchange, exchange_type="fanout", durable=True, callback=cb
             )
         )
-        args = {"x-queue-type": "quorum"}
+        args = {"x-queue-type": self.queue_type}
         await self._rpc(
             lambda cb: pub.queue_declare(self.queue, durable=True, arguments=args, callback=cb)
         )
@@ -120,6 +128,6 @@ def _resolve(fut: asyncio.Future[Any], value: Any) -> None:
         fut.set_result(value)
 
 
-def raw_baseline() -> RawPika:
-    """The raw-pika baseline (see the module docstring)."""
-    return RawPika()
+def raw_baseline(variant: str = "quorum") -> RawPika:
+    """The raw-pika baseline (see the module docstring) on a ``variant`` queue."""
+    return RawPika(variant)

@@ -153,3 +153,23 @@ def test_bench_rejects_bad_counts(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         cli.main(["bench", "memory", "--messages", "0"])
     assert "must be >= 1" in capsys.readouterr().err
+
+
+def test_a_raw_variant_the_backend_lacks_is_a_clear_error(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert cli.main(["bench", "memory", "--raw-variant", "classic"]) == 2
+    assert "the memory raw baseline has no variant 'classic' (it has none)" in (
+        capsys.readouterr().err
+    )
+    assert cli.main(["bench", "rabbitmq", "--url", "amqp://h/", "--raw-variant", "stream"]) == 2
+    assert "its variants: quorum, classic" in capsys.readouterr().err
+
+
+def test_the_rabbitmq_raw_variant_picks_the_queue_type() -> None:
+    from polybus.bench.cli import load_baseline
+
+    assert getattr(load_baseline("rabbitmq"), "queue_type", None) == "quorum"
+    classic = load_baseline("rabbitmq", "classic")
+    assert getattr(classic, "queue_type", None) == "classic"
+    assert "classic queue" in str(getattr(classic, "description", ""))

@@ -73,6 +73,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--keys", type=_positive, default=4, help="distinct keys (with --handler-ms)"
     )
+    parser.add_argument(
+        "--raw-variant",
+        help="another form of the raw baseline, where the backend has one "
+        "(rabbitmq: quorum, the default and the SDK's queue type, or classic)",
+    )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
@@ -87,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
     if args.handler_ms is not None:
         return _orderings(backend, url, args)
     try:
-        raw = load_baseline(backend)
+        raw = load_baseline(backend, args.raw_variant)
         plan = Plan(
             messages=args.messages,
             rounds=args.rounds,
@@ -158,8 +163,9 @@ def _progress() -> Iterator[Callable[[str], None]]:
         yield lambda step: status.update(step)
 
 
-def load_baseline(backend: str) -> RawBaseline:
-    """The raw baseline of ``backend`` (from ``polybus_<backend>.bench``)."""
+def load_baseline(backend: str, variant: str | None = None) -> RawBaseline:
+    """The raw baseline of ``backend`` (from ``polybus_<backend>.bench``); ``variant``
+    picks one of the module's ``RAW_VARIANTS`` (ValueError naming them otherwise)."""
     module_name = f"polybus_{backend}.bench"
     try:
         module = importlib.import_module(module_name)
@@ -168,7 +174,14 @@ def load_baseline(backend: str) -> RawBaseline:
     factory = getattr(module, "raw_baseline", None)
     if not callable(factory):
         raise ValueError(f"{module_name} has no raw_baseline() function")
-    baseline: RawBaseline = factory()
+    if variant is None:
+        baseline: RawBaseline = factory()
+        return baseline
+    variants = tuple(getattr(module, "RAW_VARIANTS", ()))
+    if variant not in variants:
+        offered = f"its variants: {', '.join(variants)}" if variants else "it has none"
+        raise ValueError(f"the {backend} raw baseline has no variant {variant!r} ({offered})")
+    baseline = factory(variant)
     return baseline
 
 
