@@ -24,6 +24,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 
 from ._message import Envelope
+from ._outcomes import cancel_all, settle_all
 from .errors import MessageTooLarge, PublishError
 
 __all__ = ["Coalescer"]
@@ -118,16 +119,12 @@ class Coalescer:
                 elif not done.done():
                     done.set_result(None)
         except asyncio.CancelledError:
-            for _, done in calls:
-                done.cancel()
+            cancel_all(done for _, done in calls)
             raise
         except Exception as exc:
-            for _, done in calls:
-                _fail(done, exc)
+            settle_all((done for _, done in calls), exc)
         else:
-            for _, done in calls:
-                if not done.done():
-                    done.set_result(None)
+            settle_all(done for _, done in calls)
 
 
 def _fail(done: asyncio.Future[None], exc: BaseException) -> None:

@@ -21,6 +21,7 @@ import asyncio
 from collections.abc import Awaitable
 
 from .._message import Message
+from .._outcomes import cancel_all, settle_all
 from ..spi import Consumer
 
 __all__ = ["MAX_BATCH", "AckBatcher"]
@@ -72,18 +73,13 @@ class AckBatcher:
                 try:
                     await consumer.ack([msg for msg, _ in line])
                 except asyncio.CancelledError:
-                    for _, done in line:
-                        done.cancel()
+                    cancel_all(done for _, done in line)
                     raise
                 except Exception as exc:
-                    for _, done in line:
-                        if not done.done():
-                            done.set_exception(exc)
+                    settle_all((done for _, done in line), exc)
                 else:
-                    for _, done in line:
-                        if not done.done():
-                            done.set_result(None)
+                    settle_all(done for _, done in line)
         finally:
             del self._flushers[consumer]
-            for _, done in lines.pop(consumer, None) or ():  # cancelled with a line queued
-                done.cancel()
+            # cancelled with a line queued
+            cancel_all(done for _, done in lines.pop(consumer, None) or ())
