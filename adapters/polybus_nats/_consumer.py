@@ -47,6 +47,10 @@ LAPSE_MARGIN = 0.9
 """A buffered message not renewed for this share of the lease counts as lapsed."""
 ENDED = frozenset({"404", "408", "409", "503"})
 """Statuses that end a pull request."""
+RETURN_WAIT = 1.0
+"""Seconds :meth:`NatsConsumer.close` waits for messages it NAKed while its pull request
+waited to come back to that request (they normally do within a millisecond; one the
+server handed to another consumer's request never does)."""
 
 
 class NatsConsumer(Consumer):
@@ -75,6 +79,10 @@ class NatsConsumer(Consumer):
         self._error: PolybusError | None = None
         self._closed = False
         self._given_back = False
+        self._returning: set[int] = set()
+        """Stream sequences NAKed (without a delay) while our pull request waited: the
+        server hands them straight back to it (see :meth:`close`)."""
+        self._returned = asyncio.Event()
 
     def __repr__(self) -> str:
         return f"<NatsConsumer topic={self.ref.topic.topic!r} group={self.ref.group!r}>"
@@ -173,6 +181,10 @@ class NatsConsumer(Consumer):
             return
         if not msg.reply:
             return  # not a JetStream delivery (nothing else publishes to this inbox)
+        if self._returning:
+            self._returning.discard(_delivery(msg)[2])
+            if not self._returning:
+                self._returned.set()
         if self._given_back:
             with contextlib.suppress(*_errors.NATIVE):
                 await msg.nak()  # a late answer to a pull request of this consumer
@@ -189,6 +201,8 @@ class NatsConsumer(Consumer):
             return  # 100: heartbeat / flow control
         self._outstanding = 0
         self._wake.set()
+        self._returning.clear()  # the request is over: nothing comes back to it now
+        self._returned.set()
         if status == "503":  # no responders: JetStream is not there (yet)
             self._error = BrokerUnavailable(f"JetStream unavailable for {self!r}")
         elif status == "409":
@@ -250,6 +264,9 @@ class NatsConsumer(Consumer):
         except _errors.NATIVE as exc:
             self._hold([native])
             raise _errors.unavailable(exc, "nack") from exc
+        if self._outstanding and not delay:
+            self._returning.add(_delivery(native)[2])
+            self._returned.clear()
 
     def _hold(self, natives: Iterable[Msg]) -> None:
         for native in natives:
@@ -271,15 +288,20 @@ class NatsConsumer(Consumer):
     # -- closing ---------------------------------------------------------------------
 
     async def close(self) -> None:
-        """Drop interest in the inbox, make the server forget our pull request, then
-        NAK what is held. (A NAK while our request is pending would hand the message
-        straight back to it; nats-server 2.9 also loses track of a NAKed message whose
-        only waiting request lost interest, until ``ack_wait``: README, "Known
-        behaviours".)"""
+        """Let what we NAKed while our pull request waited come back to it, drop
+        interest in the inbox, make the server forget our pull request, then NAK what
+        is held. (A NAK while our request is pending hands the message straight back to
+        it; nats-server 2.9 loses track of a NAKed message whose only waiting request
+        lost interest, until ``ack_wait``: README, "Known behaviours".)"""
         if self._closed:
             return
         self._closed = True
         self._wake.set()
+        if self._returning and self.nc.is_connected:
+            # on its way back to our request: an UNSUB now would leave it to ack_wait
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(RETURN_WAIT):
+                    await self._returned.wait()
         sub, self._sub = self._sub, None
         if sub is not None:
             await self._drop_interest(sub)  # late deliveries join the held ones

@@ -320,6 +320,30 @@ async def test_close_returns_buffered_and_unsettled_messages(bus: Bus, url: str,
     assert all(m.delivery_attempt == 2 for m in again)
 
 
+async def test_a_message_nacked_just_before_close_is_back_at_once(bus: Bus, url: str) -> None:
+    """A NAK while the consumer's pull request waits hands the message straight back to
+    that request; a close right after must not leave it on the wire to an inbox nobody
+    reads (nats-server 2.9 then holds it until ack_wait, 30 s, or hands it out again
+    with its delivery count lowered): it is the next consumer's at once, counted as
+    redelivered. The race is narrow (about one close in a hundred lost it before close
+    waited for it), so it is run many times."""
+    topic, group = support.name("nakclose"), support.name("g")
+    await bus.declare(topic, group)
+    async with polybus.connect(url) as other:
+        for attempt in range(300):
+            sent = await bus.publish(topic, f"m{attempt}".encode())
+            async with other.subscribe(topic, group=group) as sub:
+                msg = await sub.get(timeout=10)
+                assert msg.id == sent
+                await msg.nack()
+            async with bus.subscribe(topic, group=group) as sub:
+                again = await sub.get(timeout=10)  # ack_wait is 30 s
+                # (delivered again to the closing consumer on its way back: attempt 3)
+                assert again.id == sent, f"attempt {attempt}"
+                assert again.delivery_attempt >= 2, f"attempt {attempt}: not counted as redelivered"
+                await again.ack()
+
+
 async def _ack_pending(raw: NATS, stream: str, consumer: str, count: int) -> bool:
     return (await raw.jetstream().consumer_info(stream, consumer)).num_ack_pending == count
 
