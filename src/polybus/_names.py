@@ -23,6 +23,7 @@ def _patterns(allowed: str, first: str) -> tuple[re.Pattern[str], re.Pattern[str
     return re.compile(f"[{first}][{allowed}]*"), re.compile(f"[^{allowed}]+")
 
 
+@functools.lru_cache(maxsize=4096)
 def fit_name(
     name: str,
     *,
@@ -40,7 +41,8 @@ def fit_name(
     ``max_length`` counts ``suffix``; a name starting with one of ``reserved_prefixes``
     (case-insensitive) is refused as is. A valid name is returned unchanged with the
     suffix; any other becomes ``<sanitised, cut>-<10 hex digits of sha256(name)>``.
-    Pure and deterministic: every process maps a name the same way.
+    Pure and deterministic: every process maps a name the same way. Cached (adapters
+    fit a topic's names on every publish).
     """
     valid, invalid_run = _patterns(allowed, first or allowed)
     room = max_length - len(suffix)
