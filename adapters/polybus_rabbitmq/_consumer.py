@@ -29,7 +29,7 @@ from typing import Any
 from pika import exceptions as pe
 
 from polybus.errors import BrokerUnavailable, PolybusError, PublishError, SettlementError
-from polybus.spi import Consumer, GroupSpec, Message
+from polybus.spi import Consumer, GroupSpec, Message, Ready
 
 from . import _errors, _topology, _wire
 from ._link import Chan, Link
@@ -84,6 +84,8 @@ class RabbitMQConsumer(Consumer):
         """Every delivery of the channel not settled yet (handed out or not), by tag
         in delivery order."""
         self._wake = asyncio.Event()
+        self._notify: Ready | None = None
+        """The core's ``ready`` (see :meth:`watch`)."""
         self._failure: PolybusError | None = None
         self._delay_declared = False
         self._closed = False
@@ -125,6 +127,8 @@ class RabbitMQConsumer(Consumer):
         spec = self.spec
         self._ready.append(_wire.message(spec.topic, spec.group, method, props, body, receipt))
         self._wake.set()
+        if self._notify is not None:
+            self._notify()
 
     def _on_cancelled(self, _frame: Any) -> None:
         self._fail(
@@ -149,6 +153,8 @@ class RabbitMQConsumer(Consumer):
             self._failure = failure
         self._ready.clear()
         self._wake.set()
+        if self._notify is not None:
+            self._notify(failed=True)
 
     async def receive(self, max_messages: int) -> Sequence[Message]:
         while True:
@@ -163,6 +169,12 @@ class RabbitMQConsumer(Consumer):
                 return [ready.popleft() for _ in range(count)]
             self._wake.clear()
             await self._wake.wait()
+
+    def watch(self, ready: Ready) -> bool:
+        """The broker pushes deliveries (``basic.consume``): ``ready`` is called from
+        the delivery callback and when the channel is lost."""
+        self._notify = ready
+        return True
 
     def poll(self, max_messages: int) -> Sequence[Message]:
         """Deliveries already received (the core's fast path)."""

@@ -1,13 +1,15 @@
 """Concurrent single publishes to one topic go to the adapter as one batch.
 
-Publishes issued in the same event-loop turn (``asyncio.gather`` of many
-``Bus.publish`` calls, a Worker's handlers publishing) are collected per topic and,
-after one turn, handed to the adapter as one batch: one produce loop, one wait for
-confirmations, one timeout, instead of one of each per call. The first call of a turn
-leads: it yields once (so that the turn's other calls can join), then sends alone if
-nobody joined (no task, no future), or hands the batch to a task of its own (so that
-cancelling one caller fails nobody else). Awaited one after the other, publishes never
-share a batch, so their order is untouched; a batch keeps the order of its calls.
+A publish to a topic with nothing in flight goes at once: an awaited publish never
+waits for company. Publishes made while one is in flight to the topic, or later in the
+turn of one sent at once (``asyncio.gather`` of many ``Bus.publish`` calls, a Worker's
+handlers publishing), are collected per topic and, after one turn, handed to the
+adapter as one batch: one produce loop, one wait for confirmations, one timeout,
+instead of one of each per call. The first of them leads: it yields once (so that the
+turn's other calls can join), then sends alone if nobody joined (no task, no future),
+or hands the batch to a task of its own (so that cancelling one caller fails nobody
+else). Awaited one after the other, publishes never share a batch, so their order is
+untouched; a batch keeps the order of its calls.
 
 Each caller learns its own outcome: confirmed, or the batch's error. When the adapter
 names the unconfirmed ids (``PublishError.failed_ids``) only their callers fail, each
@@ -55,6 +57,10 @@ class Coalescer:
         self._send = send
         self._open: dict[str, _Batch] = {}
         self._running: set[asyncio.Task[None]] = set()
+        self._busy: dict[str, int] = {}
+        """Per topic: adapter calls in flight, plus one for the rest of the turn of a
+        call sent at once (so that the turn's later calls still join one batch when the
+        adapter answered without waiting)."""
 
     async def publish(self, topic: str, env: Envelope, size: int | None = None) -> None:
         """Publish ``env`` (``size``: its ``Envelope.size``, if known) in this turn's batch for
@@ -72,6 +78,12 @@ class Coalescer:
                 self._dispatch(topic, batch)
             await done
             return
+        busy = self._busy
+        if topic not in busy:  # nothing in flight: nobody to wait for
+            busy[topic] = 1
+            asyncio.get_running_loop().call_soon(self._idle, topic)
+            await self._send_counted(topic, [env])
+            return
         batch = self._open[topic] = _Batch(env, size)
         try:
             await asyncio.sleep(0)  # this turn's other publishes join
@@ -84,7 +96,7 @@ class Coalescer:
         if self._open.get(topic) is batch:
             if len(batch.calls) == 1:
                 del self._open[topic]
-                await self._send(topic, [env])  # nobody joined
+                await self._send_counted(topic, [env])  # nobody joined
                 return
             self._dispatch(topic, batch)
         assert batch.leader is not None  # dispatched, by this call or by a full batch
@@ -101,9 +113,25 @@ class Coalescer:
         self._running.add(task)
         task.add_done_callback(self._running.discard)
 
+    async def _send_counted(self, topic: str, envelopes: list[Envelope]) -> None:
+        busy = self._busy
+        busy[topic] = busy.get(topic, 0) + 1
+        try:
+            await self._send(topic, envelopes)
+        finally:
+            self._idle(topic)
+
+    def _idle(self, topic: str) -> None:
+        busy = self._busy
+        left = busy[topic] - 1
+        if left:
+            busy[topic] = left
+        else:
+            del busy[topic]
+
     async def _run(self, topic: str, calls: list[tuple[Envelope, asyncio.Future[None]]]) -> None:
         try:
-            await self._send(topic, [env for env, _ in calls])
+            await self._send_counted(topic, [env for env, _ in calls])
         except MessageTooLarge as exc:
             if len(calls) == 1:
                 _fail(calls[0][1], exc)

@@ -150,6 +150,14 @@ class Subscription:
         self._unsettled = 0
         self._changed = asyncio.Event()
         self._receiving: asyncio.Task[None] | None = None
+        self._watched: Consumer | None = None
+        """The current consumer, when it tells us of its deliveries (``watch``): then no
+        receive waits for them (see _on_ready)."""
+        self._missed = False
+        """A watched consumer failed while no slot was free: the next hand-out that
+        finds nothing asks it with a receive (which raises why)."""
+        self._waiting = 0
+        """Hand-outs waiting for a message (in _next)."""
         self._failure: BaseException | None = None
         self._background: set[asyncio.Future[Any]] = set()
         """Dead-lettering and replay skips in progress (cancelled on close)."""
@@ -341,9 +349,16 @@ class Subscription:
                     if ready:
                         self._accept(consumer, ready)
                         continue
-                self._receiving = asyncio.get_running_loop().create_task(self._receive(free))
+                if consumer is None or consumer is not self._watched or self._missed:
+                    self._missed = False
+                    self._receiving = asyncio.get_running_loop().create_task(self._receive(free))
+                # else a watched consumer calls _on_ready when deliveries arrive
             self._changed.clear()
-            await self._changed.wait()
+            self._waiting += 1
+            try:
+                await self._changed.wait()
+            finally:
+                self._waiting -= 1
 
     # -- receiving (one task at a time; never cancelled by a caller's timeout) -------
 
@@ -371,6 +386,35 @@ class Subscription:
             self._receiving = None
             self._changed.set()
 
+    def _on_ready(self, consumer: Consumer, failed: bool) -> None:
+        """A watched consumer buffered deliveries, or failed. Deliveries: if a hand-out
+        waits, take them now, within the free slots, as a receive would have (none is
+        pending); otherwise the hand-out polls them, in bulk, when it next looks. A
+        failure: a receive raises it at once (the consumer is retired, a fresh one
+        opened), or once a slot is free."""
+        if consumer is not self._watched or self._closed or self._receiving is not None:
+            return  # retired, closing, or a pending receive returns them
+        free = self.max_in_flight - self._unsettled
+        if failed:
+            if free > 0:
+                self._receiving = asyncio.get_running_loop().create_task(self._receive(free))
+            else:
+                self._missed = True
+            return
+        if not self._waiting or free <= 0 or self._changed.is_set():
+            return  # the hand-out polls them when it next looks (it is woken already)
+        try:
+            batch = consumer.poll(free)
+            if batch:
+                self._accept(consumer, batch)
+                return
+        except Exception as exc:  # in the native client's callback: never raise into it
+            self._failure = exc
+            self._changed.set()
+            return
+        # nothing to take after all: a receive waits for it
+        self._receiving = asyncio.get_running_loop().create_task(self._receive(free))
+
     async def _reopen(self) -> Consumer:
         """Declare the group (again, after an outage) and open a fresh consumer."""
         await self._topology.group(self.spec, again=self._ever_opened)
@@ -393,6 +437,9 @@ class Subscription:
             leased = self._leased
             self._leases = LeaseKeeper(consumer.lease, leased.values, self._where)
             self._leases.start()
+        self._missed = False
+        watched = consumer.watch(lambda failed=False: self._on_ready(consumer, failed))
+        self._watched = consumer if watched else None
         return consumer
 
     def _retire(self, consumer: Consumer) -> None:
@@ -400,6 +447,8 @@ class Subscription:
         what it handed out is settled (acks still go to it)."""
         if self._consumer is consumer:
             self._consumer = None
+        if self._watched is consumer:
+            self._watched = None
         stale = [m for m in self._ready if m._via is consumer]
         if stale:
             self._ready = deque(m for m in self._ready if m._via is not consumer)

@@ -39,6 +39,7 @@ Required: :meth:`Adapter.from_url`, :meth:`Adapter.declare`, :meth:`Adapter.publ
 :meth:`Consumer.nack` and :meth:`Consumer.close` (eight methods). Optional:
 ``Adapter.open``/``close`` (connections), ``Consumer.open``, ``Consumer.extend``
 (leases), ``Consumer.poll`` (messages already held, without waiting: a fast path),
+``Consumer.watch`` (a consumer the broker pushes to tells the core when messages arrived),
 ``Adapter.lag`` (a group's backlog) and ``Adapter.delete_group`` (temporary groups), for
 operators.
 
@@ -54,7 +55,7 @@ import abc
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 from . import headers
 from . import headers as h
@@ -84,6 +85,7 @@ __all__ = [
     "Message",
     "Ordering",
     "ParsedUrl",
+    "Ready",
     "envelope_headers",
     "fit_name",
     "headers",
@@ -119,6 +121,13 @@ class GroupSpec:
     @property
     def key_ordered(self) -> bool:
         return self.ordering is Ordering.KEY
+
+
+class Ready(Protocol):
+    """What :meth:`Consumer.watch` is given: call ``ready()`` when deliveries arrived,
+    ``ready(failed=True)`` when the consumer failed."""
+
+    def __call__(self, failed: bool = False) -> None: ...
 
 
 class Consumer(abc.ABC):
@@ -166,6 +175,19 @@ class Consumer(abc.ABC):
         The same contract as :meth:`receive` otherwise; never called while a receive is
         pending. Default: none."""
         return ()
+
+    def watch(self, ready: Ready) -> bool:
+        """Optional, for a consumer the broker pushes to (it buffers deliveries as
+        they arrive, up to a prefetch of ``max_in_flight``): return True to promise to
+        call ``ready()`` each time it buffered deliveries :meth:`poll` returns, and
+        ``ready(failed=True)`` when it failed (then :meth:`poll` returns nothing and
+        :meth:`receive` raises why). ``ready`` is called from the event loop, outside
+        any call the core made (from the native client's delivery callback). The core
+        then takes what arrived with :meth:`poll` instead of keeping a :meth:`receive`
+        pending: a delivery reaches a waiting hand-out one turn of the event loop
+        sooner. It may still call :meth:`receive` (never while it polls). Called once,
+        after :meth:`open`. Default: False (the core waits in :meth:`receive`)."""
+        return False
 
     @abc.abstractmethod
     async def ack(self, messages: Sequence[Message]) -> None:
@@ -234,9 +256,9 @@ class Adapter(abc.ABC):
         """Publish a batch (the topic is declared) and return once the broker
         confirmed every message.
 
-        A batch is a ``publish_many`` call or the concurrent single publishes of one
-        event-loop turn (the core coalesces them, up to 500 messages or 1 MiB), so
-        keep the messages in order and name what failed: raise
+        A batch is a ``publish_many`` call or concurrent single publishes (the core
+        coalesces those made while a call to the topic is in flight, up to 500
+        messages or 1 MiB), so keep the messages in order and name what failed: raise
         :class:`~polybus.errors.PublishError` (``retryable`` set, ``failed_ids``
         naming the unconfirmed ones, so that only their callers fail) or
         :class:`~polybus.errors.MessageTooLarge` (the core then sends the batch's
