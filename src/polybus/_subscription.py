@@ -351,7 +351,7 @@ class Subscription:
                         continue
                 if consumer is None or consumer is not self._watched or self._missed:
                     self._missed = False
-                    self._receiving = asyncio.get_running_loop().create_task(self._receive(free))
+                    self._start_receive(free)
                 # else a watched consumer calls _on_ready when deliveries arrive
             self._changed.clear()
             self._waiting += 1
@@ -386,6 +386,9 @@ class Subscription:
             self._receiving = None
             self._changed.set()
 
+    def _start_receive(self, free: int) -> None:
+        self._receiving = asyncio.get_running_loop().create_task(self._receive(free))
+
     def _on_ready(self, consumer: Consumer, failed: bool) -> None:
         """A watched consumer buffered deliveries, or failed. Deliveries: if a hand-out
         waits, take them now, within the free slots, as a receive would have (none is
@@ -397,7 +400,7 @@ class Subscription:
         free = self.max_in_flight - self._unsettled
         if failed:
             if free > 0:
-                self._receiving = asyncio.get_running_loop().create_task(self._receive(free))
+                self._start_receive(free)
             else:
                 self._missed = True
             return
@@ -413,7 +416,7 @@ class Subscription:
             self._changed.set()
             return
         # nothing to take after all: a receive waits for it
-        self._receiving = asyncio.get_running_loop().create_task(self._receive(free))
+        self._start_receive(free)
 
     async def _reopen(self) -> Consumer:
         """Declare the group (again, after an outage) and open a fresh consumer."""

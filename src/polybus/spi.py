@@ -185,7 +185,7 @@ class Consumer(abc.ABC):
         any call the core made (from the native client's delivery callback). The core
         then takes what arrived with :meth:`poll` instead of keeping a :meth:`receive`
         pending: a delivery reaches a waiting hand-out one turn of the event loop
-        sooner. It may still call :meth:`receive` (never while it polls). Called once,
+        sooner. The core may still call :meth:`receive` (never while it polls). Called once,
         after :meth:`open`. Default: False (the core waits in :meth:`receive`)."""
         return False
 
