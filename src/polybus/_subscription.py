@@ -531,6 +531,15 @@ class Subscription:
 
     def _settle_ack(self, msg: Message) -> Awaitable[None]:
         # not a coroutine: the batch's future is the only awaitable, one frame less
+        return self._acks.ack(self._acked(msg), msg)
+
+    def _ack_unawaited(self, msg: Message) -> None:
+        """Ack ``msg`` (not settled yet) without waiting for the broker: the Worker's
+        ack after a handler returned. A failed ack is logged; the broker redelivers."""
+        self._acks.send(self._acked(msg), msg)
+
+    def _acked(self, msg: Message) -> Consumer:
+        """The books of an ack; the consumer it goes to."""
         if self._closed:
             self._check(msg, "ack")  # raises, naming the reason
         via: Consumer = msg._via
@@ -538,7 +547,7 @@ class Subscription:
         self._forget(msg)
         if self._observer is not None:
             self._observer(msg, "ack")
-        return self._acks.ack(via, msg)
+        return via
 
     async def ack_many(self, messages: Iterable[Message]) -> None:
         """Ack several messages of this subscription, with one adapter call per consumer.

@@ -337,6 +337,7 @@ class Worker:
 
     async def _serve_with(self, handler: Handler, sub: Subscription) -> None:
         tasks: set[asyncio.Task[None]] = set()
+        current_task = asyncio.current_task
 
         async def run_one(msg: Message) -> None:
             try:
@@ -359,14 +360,20 @@ class Worker:
                     )
                     await _settle_quietly(msg.nack())
                 return
+            finally:
+                # here rather than a done callback: one callback less per message
+                tasks.discard(current_task())
             if not msg.settled:
-                await _settle_quietly(msg.ack())
+                # not awaited: the task ends now instead of waking again when the ack
+                # batch is done; close() sends what is queued (a failure is logged)
+                try:
+                    sub._ack_unawaited(msg)
+                except Exception:
+                    log.exception("acking a message failed; the broker will redeliver it")
 
         async def fetch() -> None:
             async for msg in sub:
-                task = asyncio.ensure_future(run_one(msg))
-                tasks.add(task)
-                task.add_done_callback(tasks.discard)
+                tasks.add(asyncio.ensure_future(run_one(msg)))
 
         fetcher = asyncio.ensure_future(fetch())
         stopper = asyncio.ensure_future(self._stopping.wait())

@@ -91,6 +91,26 @@ async def test_a_failed_call_fails_its_callers_and_nobody_else() -> None:
     assert consumer.calls == [[m.id for m in first], [m.id for m in second]]
 
 
+async def test_an_unawaited_ack_shares_the_batch_and_a_failure_is_logged_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """``send`` queues without a future: it joins the same call as awaited acks, those
+    callers still get the call's error, and the unawaited ones are logged once, counted."""
+    consumer, batcher = Recording(), AckBatcher()
+    consumer.fail = BrokerUnavailable("gone")
+    batch = messages(6)
+    for msg in batch[:4]:
+        assert batcher.send(consumer, msg) is None  # type: ignore[func-returns-value]
+    waited = [batcher.ack(consumer, m) for m in batch[4:]]
+    with caplog.at_level("WARNING", logger="polybus.subscription"):
+        failed = await asyncio.gather(*waited, return_exceptions=True)
+        await batcher.drain(consumer)
+    assert consumer.calls == [[m.id for m in batch]]
+    assert all(isinstance(r, BrokerUnavailable) for r in failed)
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == ["acking 4 messages failed, the broker will redeliver them: gone"]
+
+
 async def test_a_long_line_goes_in_calls_of_at_most_max_batch() -> None:
     consumer, batcher = Recording(), AckBatcher()
     batch = messages(2 * MAX_BATCH + 5)
@@ -100,9 +120,13 @@ async def test_a_long_line_goes_in_calls_of_at_most_max_batch() -> None:
 
 
 async def test_drain_returns_once_the_queued_acks_were_sent() -> None:
+    """Awaited and unawaited (``send``) acks alike: drain waits until they are sent."""
     consumer, batcher = Recording(), AckBatcher()
     consumer.hold = asyncio.Event()
-    pending = [asyncio.ensure_future(batcher.ack(consumer, m)) for m in messages(3)]
+    batch = messages(5)
+    pending = [asyncio.ensure_future(batcher.ack(consumer, m)) for m in batch[:3]]
+    for msg in batch[3:]:
+        batcher.send(consumer, msg)
     await asyncio.sleep(0)
     drained = asyncio.ensure_future(batcher.drain(consumer))
     await asyncio.sleep(0.01)
@@ -111,6 +135,7 @@ async def test_drain_returns_once_the_queued_acks_were_sent() -> None:
     async with asyncio.timeout(WAIT):
         await drained
     assert all(p.done() for p in pending)
+    assert [i for c in consumer.calls for i in c] == [m.id for m in batch]
     await batcher.drain(Recording())  # nothing queued: returns at once
 
 
@@ -158,3 +183,47 @@ async def test_a_worker_acks_in_batches_and_each_message_once(
     async with bus.subscribe(topic, group="g") as sub:
         with pytest.raises(TimeoutError):
             await sub.get(timeout=0.2)  # every ack reached the broker
+
+
+async def test_a_worker_whose_ack_fails_logs_it_and_the_message_comes_back(
+    bus: polybus.Bus, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The Worker does not wait for its acks: a failed ack call is logged (by the time
+    the Worker has stopped) and the message is not lost: it is delivered again."""
+    make = bus.adapter.consumer
+    refused = asyncio.Event()
+
+    def failing(*args: object, **kwargs: object) -> Consumer:
+        consumer = make(*args, **kwargs)  # type: ignore[arg-type]
+
+        async def refuse(batch: Sequence[Message]) -> None:
+            refused.set()
+            raise BrokerUnavailable("ack refused")
+
+        consumer.ack = refuse  # type: ignore[method-assign,assignment]
+        return consumer
+
+    monkeypatch.setattr(bus.adapter, "consumer", failing)
+    topic = name()
+    worker = polybus.Worker(bus, handle_signals=False)
+
+    @worker.handler(topic, group="g")
+    async def handle(msg: polybus.Message) -> None:
+        pass
+
+    await bus.declare(topic, "g")
+    await bus.publish(topic, "once")
+    task = asyncio.create_task(worker.run())
+    with caplog.at_level("WARNING", logger="polybus.subscription"):
+        async with asyncio.timeout(WAIT):
+            await refused.wait()
+        await worker.stop()
+        await task  # the worker is not ended by a failed ack
+    assert [r.getMessage() for r in caplog.records if "acking" in r.getMessage()] == [
+        "acking 1 messages failed, the broker will redeliver them: ack refused"
+    ]
+    monkeypatch.setattr(bus.adapter, "consumer", make)
+    async with bus.subscribe(topic, group="g") as sub:
+        again = await sub.get(timeout=WAIT)
+        assert (again.body, again.delivery_attempt) == (b"once", 2)
+        await again.ack()
