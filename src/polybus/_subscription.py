@@ -158,6 +158,8 @@ class Subscription:
         finds nothing asks it with a receive (which raises why)."""
         self._waiting = 0
         """Hand-outs waiting for a message (in _next)."""
+        self._dispatch: Callable[[Message], None] | None = None
+        """While :meth:`_serve` runs: takes each message as soon as it is ready."""
         self._failure: BaseException | None = None
         self._background: set[asyncio.Future[Any]] = set()
         """Dead-lettering and replay skips in progress (cancelled on close)."""
@@ -329,6 +331,33 @@ class Subscription:
             await self.ack_many(out[1:])  # get acked the first
         return out
 
+    async def _serve(self, dispatch: Callable[[Message], None]) -> None:
+        """Hand every message to ``dispatch`` (the Worker's loop) until the subscription
+        closes; raises as :meth:`get` does. A message accepted from a receive or from
+        a watched consumer's callback goes to ``dispatch`` there and then, without a
+        turn of the event loop to wake this task."""
+        if self._ack_first:  # at_most_once: get acks each before it is handed out
+            async for msg in self:
+                dispatch(msg)
+            return
+        self._dispatch = dispatch
+        ready = self._ready
+        try:
+            while True:
+                try:
+                    msg = await self._next()
+                except StopAsyncIteration:
+                    return
+                dispatch(msg)
+                while ready:
+                    dispatch(ready.popleft())
+        finally:
+            self._dispatch = None
+
+    def _stop_serving(self) -> None:
+        """No message goes to :meth:`_serve`'s ``dispatch`` from now on."""
+        self._dispatch = None
+
     async def _next(self) -> Message:
         while True:
             if self._ready:
@@ -498,6 +527,10 @@ class Subscription:
                 self._spawn(self._dead_letter_at_limit(msg))
             elif gate is None or gate.admit(msg):
                 ready.append(msg)
+        dispatch = self._dispatch
+        if dispatch is not None:
+            while ready:
+                dispatch(ready.popleft())
         self._changed.set()
 
     # -- settlement (called by Message.ack / nack / dead_letter) ----------------------

@@ -371,13 +371,15 @@ class Worker:
                 except Exception:
                     log.exception("acking a message failed; the broker will redeliver it")
 
-        async def fetch() -> None:
-            async for msg in sub:
-                tasks.add(asyncio.ensure_future(run_one(msg)))
+        create_task = asyncio.get_running_loop().create_task
 
-        fetcher = asyncio.ensure_future(fetch())
+        def start(msg: Message) -> None:
+            tasks.add(create_task(run_one(msg)))
+
+        fetcher = asyncio.ensure_future(sub._serve(start))
         stopper = asyncio.ensure_future(self._stopping.wait())
         await asyncio.wait({fetcher, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        sub._stop_serving()  # nothing starts after this: the tasks awaited below are all
         fetcher.cancel()
         stopper.cancel()
         fetch_error = None

@@ -192,6 +192,28 @@ def test_key_order_with_at_most_once_is_refused_at_registration(bus: polybus.Bus
     assert raised.value.field == "delivery"
 
 
+async def test_an_at_most_once_worker_acks_before_the_handler_runs(bus: polybus.Bus) -> None:
+    """at_most_once: every message is settled before its handler runs, so a handler
+    that fails loses its message (that is the mode's contract): nothing comes back."""
+    topic = name()
+    settled_first: list[bool] = []
+    worker = polybus.Worker(bus, handle_signals=False)
+
+    @worker.handler(topic, group="g", delivery="at_most_once")
+    async def handle(msg: polybus.Message) -> None:
+        settled_first.append(msg.settlement == "ack")
+        if msg.body == b"fails":
+            raise RuntimeError("lost, as at_most_once allows")
+
+    async with running(worker, topic):
+        await bus.publish_many(topic, ["fails", "works"])
+        await wait_for(lambda: len(settled_first) == 2, "both were handled")
+    assert settled_first == [True, True]
+    async with bus.subscribe(topic, group="g") as sub:
+        with pytest.raises(TimeoutError):
+            await sub.get(timeout=0.2)  # nothing was nacked
+
+
 async def test_worker_never_exceeds_max_in_flight(bus: polybus.Bus) -> None:
     topic, limit, total = name(), 4, 40
     now_running, peak, done = 0, 0, []
