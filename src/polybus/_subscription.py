@@ -354,10 +354,6 @@ class Subscription:
         finally:
             self._dispatch = None
 
-    def _stop_serving(self) -> None:
-        """No message goes to :meth:`_serve`'s ``dispatch`` from now on."""
-        self._dispatch = None
-
     async def _next(self) -> Message:
         while True:
             if self._ready:

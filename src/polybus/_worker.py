@@ -379,7 +379,8 @@ class Worker:
         fetcher = asyncio.ensure_future(sub._serve(start))
         stopper = asyncio.ensure_future(self._stopping.wait())
         await asyncio.wait({fetcher, stopper}, return_when=asyncio.FIRST_COMPLETED)
-        sub._stop_serving()  # nothing starts after this: the tasks awaited below are all
+        # a handler started until the fetcher has ended is in ``tasks`` before they are
+        # awaited below; once it has ended, nothing is dispatched
         fetcher.cancel()
         stopper.cancel()
         fetch_error = None

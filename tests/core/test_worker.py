@@ -267,6 +267,52 @@ async def test_graceful_stop_finishes_in_flight_and_loses_nothing(bus: polybus.B
     assert not set(finished) & {m.id for m in rest}  # acked ones are not redelivered
 
 
+@pytest.mark.parametrize("round_", range(5))
+async def test_a_stop_while_messages_stream_in_loses_nothing(bus: polybus.Bus, round_: int) -> None:
+    """Deliveries keep arriving while the Worker stops (its handlers start from the
+    receive itself): every handler that started has finished when ``run()`` returns,
+    none starts after that, each handled message stays acked and every other one comes
+    back. Stops land at a different point of the stream each round."""
+    topic = name()
+    started: list[str] = []
+    finished: list[str] = []
+    worker = polybus.Worker(bus, handle_signals=False)
+
+    # not saturated: a receive is waiting when the worker stops
+    @worker.handler(topic, group="g", max_in_flight=64)
+    async def handle(msg: polybus.Message) -> None:
+        started.append(msg.id)
+        await asyncio.sleep(0.005)  # the stop waits for it while deliveries arrive
+        finished.append(msg.id)
+
+    await bus.declare(topic, "g")
+    ids: set[str] = set()
+    feeding = True
+
+    async def feed() -> None:
+        while feeding:
+            ids.update(await bus.publish_many(topic, [b"x"] * 7))
+            await asyncio.sleep(0.001)  # a producer's pace: the worker keeps up
+
+    task = asyncio.create_task(worker.run())
+    feeder = asyncio.create_task(feed())
+    await wait_for(lambda: len(finished) >= 20 + 7 * round_, "the stream is being handled")
+    await worker.stop()
+    async with asyncio.timeout(WAIT):
+        await task
+    assert sorted(started) == sorted(finished)  # nothing was left running
+    feeding = False
+    await feeder
+    assert sorted(started) == sorted(finished)  # and nothing started since
+    assert len(set(finished)) == len(finished)
+    async with bus.subscribe(topic, group="g", max_in_flight=len(ids)) as sub:
+        rest = await drain(sub, len(ids) - len(finished))
+        with pytest.raises(TimeoutError):
+            await sub.get(timeout=0.2)
+    assert set(finished) | {m.id for m in rest} == ids
+    assert not set(finished) & {m.id for m in rest}  # acked ones are not redelivered
+
+
 async def test_worker_without_handlers_is_a_config_error(bus: polybus.Bus) -> None:
     with pytest.raises(ConfigError) as info:
         await polybus.Worker(bus, handle_signals=False).run()
