@@ -527,6 +527,9 @@ class Subscription:
         if dispatch is not None:
             while ready:
                 dispatch(ready.popleft())
+        # set with a dispatch too: the later deliveries of the same burst then wait in
+        # the consumer (_on_ready sees the hand-out already woken) and are taken with
+        # one poll when it looks, not accepted one call each
         self._changed.set()
 
     # -- settlement (called by Message.ack / nack / dead_letter) ----------------------
